@@ -1,0 +1,48 @@
+"""Shared fixtures: the public SVC2004 folder (skipped with a reason when absent), the bundled sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("default", max_examples=150)
+settings.register_profile("thorough", max_examples=3000)  # HYPOTHESIS_PROFILE=thorough pytest tests/test_formats_fuzz.py
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+from tdnn_siamese.signature import Signature
+
+REPO = Path(__file__).resolve().parent.parent
+SVC2004 = REPO.parent / "shared" / "datasets" / "svc2004-task2" / "Task2"
+SAMPLE = REPO / "data" / "sample"
+
+
+@pytest.fixture(scope="session")
+def svc_root() -> Path:
+    if not SVC2004.is_dir():
+        pytest.skip(f"SVC2004 Task 2 not found at {SVC2004} (research-use data, read from ../shared, never in the repo)")
+    return SVC2004
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    return SAMPLE
+
+
+def make_signature(n: int = 50, seed: int = 0, channels: bool = True, **meta) -> Signature:
+    """A smooth random pen trajectory at 100 Hz with one pen lift."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * 10.0 + 1000.0
+    phase = np.linspace(0, 4 * np.pi, n)
+    x = 500 + 300 * np.cos(phase) + rng.normal(0, 5, n).cumsum()
+    y = 400 + 200 * np.sin(1.5 * phase) + rng.normal(0, 5, n).cumsum()
+    down = np.ones(n, bool)
+    down[n // 2] = False
+    extra = {}
+    if channels:
+        extra = {"pressure": rng.uniform(100, 900, n).round(), "azimuth": rng.uniform(0, 3600, n).round(), "altitude": rng.uniform(300, 900, n).round()}
+    return Signature(t=t, x=x.round(2), y=y.round(2), pen_down=down, **extra, **meta)
