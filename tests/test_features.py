@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+
+from tdnn_siamese import datasets, synth
+from tdnn_siamese.config import ConfigError
+from tdnn_siamese.features import FEATURE_SETS, FeatureConfig, FeatureError, extract, resample
+from tdnn_siamese.signature import Signature
+
+from .conftest import make_signature
+
+
+def moved(sig: Signature, scale: float, dx: float, dy: float) -> Signature:
+    return Signature(t=sig.t, x=sig.x * scale + dx, y=sig.y * scale + dy, pen_down=sig.pen_down,
+                     pressure=sig.pressure, azimuth=sig.azimuth, altitude=sig.altitude)
+
+
+def _signatures(svc_root=None):
+    sigs = [make_signature(n=60, seed=s) for s in range(3)] + synth.generate(1, 2, 1, seed=5)
+    if svc_root is not None:
+        sigs += datasets.load_signatures(datasets.load(svc_root).iloc[::400])
+    return sigs
+
+
+@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(feature_set="extended", n_steps=None)])
+@pytest.mark.parametrize("scale,dx,dy", [(1.0, 1234.5, -987.0), (0.01, 0.0, 0.0), (37.0, -5e5, 2e5), (1e-3, 3.0, 3.0)])
+def test_features_do_not_depend_on_position_or_size(cfg, scale, dx, dy):
+    for sig in _signatures():
+        np.testing.assert_allclose(extract(moved(sig, scale, dx, dy), cfg), extract(sig, cfg), rtol=1e-5, atol=1e-5)
+
+
+def test_invariance_on_public_files(svc_root):
+    for sig in _signatures(svc_root)[-4:]:
+        np.testing.assert_allclose(extract(moved(sig, 2.5, -700, 300)), extract(sig), rtol=1e-5, atol=1e-5)
+
+
+def test_shapes_and_channel_names():
+    sig = make_signature(n=50)  # 490 ms
+    assert extract(sig).shape == (200, 8)
+    assert extract(sig, FeatureConfig(n_steps=64)).shape == (64, 8)
+    assert extract(sig, FeatureConfig(n_steps=None)).shape == (50, 8)  # 100 Hz over 490 ms
+    assert extract(sig, FeatureConfig(n_steps=None, rate_hz=50)).shape == (25, 8)
+    assert FeatureConfig(feature_set="extended").n_features == 13 == len(FEATURE_SETS["extended"])
+    assert extract(sig).dtype == np.float32
+
+
+def _line_or_circle(kind: str, n: int = 400) -> Signature:
+    t = np.arange(n) * 10.0
+    if kind == "line":
+        x, y = t * 2.0, np.zeros(n) + 1e-9 * t**2  # constant speed to the right
+    else:
+        w = 2 * np.pi / 1000.0  # one turn per second, counter-clockwise
+        x, y = 100 * np.cos(w * t), 100 * np.sin(w * t)
+    return Signature(t=t, x=x, y=y, pen_down=np.ones(n, bool))
+
+
+def test_kinematics_of_a_line_and_a_circle():
+    cfg = FeatureConfig(n_steps=None)
+    names = cfg.channels
+    f = extract(_line_or_circle("line"), cfg)[20:-20]
+    line = _line_or_circle("line")
+    r = np.sqrt(np.mean((line.x - line.x.mean()) ** 2 + (line.y - line.y.mean()) ** 2))
+    np.testing.assert_allclose(f[:, names.index("speed")], 2.0 * 1000 / r, rtol=1e-4)
+    np.testing.assert_allclose(f[:, names.index("dir_cos")], 1.0, atol=1e-6)
+    np.testing.assert_allclose(f[:, names.index("acc_tangential")], 0.0, atol=1e-3)
+    f = extract(_line_or_circle("circle"), cfg)[20:-20]
+    w, h = 2 * np.pi, 0.01  # rad/s, step (s); the normalised radius is 1
+    gauss = np.exp(-((w * h * cfg.smooth_sigma) ** 2) / 2)  # the smoothing's gain at this frequency
+    sinc = np.sin(w * h) / (w * h)  # the central difference's gain
+    np.testing.assert_allclose(f[:, names.index("speed")], gauss * sinc * w, rtol=1e-4)
+    np.testing.assert_allclose(f[:, names.index("acc_centripetal")], gauss * sinc**2 * w**2, rtol=1e-4)  # > 0: turning left
+    np.testing.assert_allclose(np.hypot(f[:, names.index("x")], f[:, names.index("y")]), gauss, rtol=1e-4)
+
+
+def test_resampling_matches_a_slow_reference():
+    sig = make_signature(n=37, seed=4)
+    t = sig.t.copy()
+    t[10:] += 3.0  # irregular sampling
+    sig = Signature(t=t, x=sig.x, y=sig.y, pen_down=sig.pen_down)
+    cfg = FeatureConfig(n_steps=25)
+    r = resample(sig, cfg)
+    down = sig.pen_down
+    cx, cy = sig.x[down].mean(), sig.y[down].mean()
+    scale = np.sqrt(np.mean((sig.x[down] - cx) ** 2 + (sig.y[down] - cy) ** 2))
+    for k, g in enumerate(np.linspace(t[0], t[-1], 25)):
+        i = max(j for j in range(len(t) - 1) if t[j] <= g) if g < t[-1] else len(t) - 2
+        a = (g - t[i]) / (t[i + 1] - t[i])
+        x = (sig.x[i] + a * (sig.x[i + 1] - sig.x[i]) - cx) / scale
+        assert r["x"][k] == pytest.approx(x, abs=1e-9)
+        assert r["pen_down"][k] == float(sig.pen_down[i] if a < 0.5 else sig.pen_down[i + 1])
+
+
+def test_sampling_gap_counts_as_pen_up():
+    sig = make_signature(n=40)
+    t = sig.t.copy()
+    t[20:] += 500.0  # the tablet reported nothing for half a second
+    f = extract(Signature(t=t, x=sig.x, y=sig.y, pen_down=np.ones(40, bool)), FeatureConfig(n_steps=None))
+    pen = f[:, 0]
+    assert pen[:15].all() and pen[-15:].all()
+    assert (pen[22:65] == 0).all()
+
+
+def test_extended_needs_pen_channels():
+    with pytest.raises(FeatureError, match="needs pressure, azimuth, altitude"):
+        extract(make_signature(channels=False), FeatureConfig(feature_set="extended"))
+
+
+def test_variable_length_limits():
+    sig = make_signature(n=50)
+    with pytest.raises(FeatureError, match="max_steps"):
+        extract(sig, FeatureConfig(n_steps=None, rate_hz=1000.0, max_steps=100))
+    with pytest.raises(FeatureError, match="fewer than"):
+        extract(sig, FeatureConfig(n_steps=None, rate_hz=10.0))
+
+
+def test_feature_config_is_strict():
+    assert FeatureConfig.from_dict({"feature_set": "extended", "n_steps": None}).n_steps is None
+    assert FeatureConfig.from_dict(FeatureConfig().to_dict()) == FeatureConfig()
+    with pytest.raises(ConfigError, match="unknown FeatureConfig key"):
+        FeatureConfig.from_dict({"n_step": 100})
+    with pytest.raises(ConfigError, match="n_steps"):
+        FeatureConfig.from_dict({"n_steps": "200"})
+    with pytest.raises(ConfigError, match="n_steps"):
+        FeatureConfig(n_steps=True)
+    with pytest.raises(ConfigError, match="unknown feature_set"):
+        FeatureConfig(feature_set="dsdtw")
+    with pytest.raises(ConfigError):
+        FeatureConfig(n_steps=3)
+    assert FeatureConfig(rate_hz=100).rate_hz == 100.0 and isinstance(FeatureConfig(rate_hz=100).rate_hz, float)
