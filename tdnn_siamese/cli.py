@@ -1,0 +1,192 @@
+"""The ``tdnn-siamese`` command line: argparse subcommands over the library.
+
+This is the only module that prints to the user and chooses exit codes:
+0 success, 2 an error (bad input, bad arguments), 130 interrupted. Library
+errors become one line on stderr, never a traceback. Heavy modules are
+imported inside the subcommands so that ``--help`` and small commands start fast.
+
+Run ``tdnn-siamese --help`` or ``python -m tdnn_siamese --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+
+class CLIError(Exception):
+    """An error the CLI reports as one line and exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input or settings, not a bug."""
+    from .config import ConfigError
+    from .datasets import DatasetError
+    from .features import FeatureError
+    from .formats import SignatureFormatError
+
+    return (CLIError, SignatureFormatError, DatasetError, FeatureError, ConfigError, OSError)
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import synthesize
+
+    for name in ("writers", "genuine"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name} must be at least 1")
+    if args.skilled < 0:
+        raise CLIError("--skilled must be at least 0")
+    t = time.perf_counter()
+    manifest = synthesize(args.out, args.writers, args.genuine, args.skilled, args.seed)
+    n = args.writers * (args.genuine + args.skilled)
+    print(f"wrote {n} signatures of {args.writers} synthetic writers to {args.out} ({time.perf_counter() - t:.1f} s)")
+    print(f"manifest: {manifest}")
+    return EXIT_OK
+
+
+def _feature_config(args: argparse.Namespace):
+    from .features import FeatureConfig
+
+    return FeatureConfig(feature_set=args.features, n_steps=None if args.variable_length else args.n_steps)
+
+
+def _describe_file(path: str, cfg) -> None:
+    from .features import extract
+    from .formats import format_of, read_signature
+
+    sig = read_signature(path)
+    f = extract(sig, cfg)
+    print(f"{path}: format {format_of(path)}, {len(sig)} points, {sig.duration_ms / 1000:.2f} s, "
+          f"{sig.n_strokes} pen-down stroke(s), channels: {', '.join(('t', 'x', 'y', 'pen_down') + sig.channels)}")
+    print(f"features ({cfg.feature_set}): {f.shape[0]} steps x {f.shape[1]} channels: {', '.join(cfg.channels)}")
+
+
+def _summarise_corpus(root: str, cfg) -> tuple[int, list[str]]:
+    """Read and featurise every file of a corpus; print a summary; return (n_ok, errors)."""
+    import numpy as np
+
+    from . import datasets
+    from .features import FeatureError, extract
+    from .formats import SignatureFormatError
+
+    table = datasets.load(root)
+    counts = table.groupby("label").size().to_dict()
+    print(f"{root}: {len(table)} files, {table['writer'].nunique()} writers, "
+          + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("genuine", "skilled")))
+    errors, durations, points, strokes, lengths = [], [], [], [], []
+    t0 = time.perf_counter()
+    for row in table.to_dict("records"):
+        try:
+            sig = datasets.read_row(row)
+            f = extract(sig, cfg)
+        except (SignatureFormatError, FeatureError) as e:
+            errors.append(str(e))
+            continue
+        durations.append(sig.duration_ms / 1000)
+        points.append(len(sig))
+        strokes.append(sig.n_strokes)
+        lengths.append(len(f))
+    dt = time.perf_counter() - t0
+    if durations:
+        q = lambda v: "/".join(f"{x:.3g}" for x in np.percentile(v, [10, 50, 90]))  # noqa: E731
+        print(f"read and featurised {len(durations)} files in {dt:.1f} s "
+              f"({len(durations) / max(dt, 1e-9):.0f} files/s); 10th/50th/90th percentiles:")
+        print(f"  duration (s) {q(durations)}   points {q(points)}   pen-down strokes {q(strokes)}")
+        print(f"  features: {cfg.feature_set}, {'variable length (' + q(lengths) + ' steps)' if cfg.variable_length else f'{cfg.n_steps} steps'}"
+              f" x {cfg.n_features} channels")
+    return len(durations), errors
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    cfg = _feature_config(args)
+    if Path(args.path).is_file() and not args.path.lower().endswith("manifest.csv"):
+        _describe_file(args.path, cfg)
+        return EXIT_OK
+    _, errors = _summarise_corpus(args.path, cfg)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if errors:
+        print(f"error: {len(errors)} file(s) could not be used", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    cfg = _feature_config(args)
+    print(f"== 1/1 preprocessing the corpus at {args.data}")
+    n_ok, errors = _summarise_corpus(args.data, cfg)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if errors:
+        return EXIT_ERROR
+    print(f"demo finished: {n_ok} signatures turned into feature sequences "
+          "(training, evaluation and verification join this demo as they land)")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_feature_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", default="bromley", choices=["bromley", "extended"], help="feature set (default: bromley)")
+    p.add_argument("--n-steps", type=int, default=200, help="fixed number of time steps (default: 200, as in Bromley et al.)")
+    p.add_argument("--variable-length", action="store_true", help="resample at 100 Hz instead of to a fixed length")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tdnn-siamese",
+        description="Online signature verification with Siamese time-delay neural networks (Bromley et al. 1994).",
+        epilog="Exit codes: 0 success, 2 error, 130 interrupted. Formats and corpora: see data/README.md.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-v) or details (-vv) to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic corpus (sigma-lognormal writers, genuines and skilled forgeries)")
+    p.add_argument("--out", required=True, help="output folder (CSV files and manifest.csv)")
+    p.add_argument("--writers", type=int, default=20, help="number of writers (default: 20)")
+    p.add_argument("--genuine", type=int, default=10, help="genuine signatures per writer, half in each session (default: 10)")
+    p.add_argument("--skilled", type=int, default=10, help="skilled forgeries per writer (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("inspect", help="read a signature file or a corpus, check it and summarise its features")
+    p.add_argument("path", help="a signature file (.txt SVC2004, .csv, .tsv, .json), a corpus folder or a manifest.csv")
+    _add_feature_args(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("demo", help="the main job on a corpus (default: the bundled synthetic sample)")
+    p.add_argument("--data", default="data/sample", help="corpus folder (default: data/sample)")
+    _add_feature_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tdnn-siamese``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
