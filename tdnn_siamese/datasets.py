@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .formats import SignatureFormatError, read_signature
+from .formats import InputError, SignatureFormatError, read_signature
 from .signature import LABELS, Signature
 
 MANIFEST = "manifest.csv"
@@ -36,13 +36,8 @@ SVC_PATTERN = re.compile(r"^U(\d+)S(\d+)\.TXT$", re.IGNORECASE)
 COLUMNS = ["writer", "label", "session", "number", "path"]
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A corpus folder or manifest that cannot be used; names the file and line."""
-
-    def __init__(self, path: str | os.PathLike, reason: str, line: int | None = None):
-        self.path, self.line, self.reason = str(path), line, reason
-        where = self.path if line is None else f"{self.path}, line {line}"
-        super().__init__(f"{where}: {reason}")
 
 
 def _natural_key(s: str) -> tuple:

@@ -48,11 +48,11 @@ DEFAULT_RATE_HZ = 100.0
 CSV_COLUMNS = ("t", "x", "y", "pen_down", *OPTIONAL_CHANNELS)
 
 
-class SignatureFormatError(ValueError):
-    """A pen-recording file that cannot be turned into a valid `Signature`.
+class InputError(ValueError):
+    """Bad user input located in a file: ``str(err)`` reads ``path, line N: reason``.
 
     Attributes ``path``, ``line`` (1-based, or None) and ``reason`` let callers
-    format their own message; ``str(err)`` reads ``path:line: reason``.
+    format their own message.
     """
 
     def __init__(self, path: str | os.PathLike | None, reason: str, line: int | None = None):
@@ -61,6 +61,10 @@ class SignatureFormatError(ValueError):
         self.reason = reason
         where = self.path if line is None else f"{self.path}, line {line}"
         super().__init__(f"{where}: {reason}")
+
+
+class SignatureFormatError(InputError):
+    """A pen-recording file that cannot be turned into a valid `Signature`."""
 
 
 # --------------------------------------------------------------------------- common checks

@@ -17,14 +17,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 from tdnn_siamese.signature import Signature
 
 REPO = Path(__file__).resolve().parent.parent
-SVC2004 = REPO.parent / "shared" / "datasets" / "svc2004-task2" / "Task2"
+SVC2004 = Path(os.environ.get("SVC2004_DIR", REPO.parent / "shared" / "datasets" / "svc2004-task2" / "Task2"))
 SAMPLE = REPO / "data" / "sample"
 
 
 @pytest.fixture(scope="session")
 def svc_root() -> Path:
     if not SVC2004.is_dir():
-        pytest.skip(f"SVC2004 Task 2 not found at {SVC2004} (research-use data, read from ../shared, never in the repo)")
+        pytest.skip(f"SVC2004 Task 2 not found at {SVC2004} (research-use data, never in the repo; set SVC2004_DIR to point elsewhere)")
     return SVC2004
 
 
