@@ -1,0 +1,60 @@
+"""Verification error rates as pure numpy functions of scores (higher = more genuine).
+
+The decision rule everywhere is *accept when score >= threshold*. FAR is the
+fraction of impostor (forgery) scores accepted, FRR the fraction of genuine
+scores rejected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _scores(name: str, values) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64).ravel()
+    if a.size == 0:
+        raise ValueError(f"no {name} scores: an error rate needs both genuine and impostor scores")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} scores contain NaN or infinity")
+    return a
+
+
+def far_frr(genuine, impostor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FAR and FRR at every distinct threshold, ascending, plus +inf (reject all).
+
+    Returns ``(thresholds, far, frr)``; ``far[i]`` is the fraction of impostor
+    scores ``>= thresholds[i]``, ``frr[i]`` the fraction of genuine scores below it.
+
+    >>> t, far, frr = far_frr([0.9, 0.8], [0.1, 0.8])
+    >>> t.tolist(), far.tolist(), frr.tolist()
+    ([0.1, 0.8, 0.9, inf], [1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 1.0])
+    """
+    g, i = np.sort(_scores("genuine", genuine)), np.sort(_scores("impostor", impostor))
+    thresholds = np.append(np.unique(np.concatenate([g, i])), np.inf)
+    far = (len(i) - np.searchsorted(i, thresholds, side="left")) / len(i)
+    frr = np.searchsorted(g, thresholds, side="left") / len(g)
+    return thresholds, far, frr
+
+
+def eer(genuine, impostor) -> tuple[float, float]:
+    """Equal error rate and its threshold.
+
+    FAR falls and FRR rises with the threshold; the EER is where the two
+    curves cross, interpolated linearly between the two operating points
+    around the crossing. The threshold returned is the observed score, on
+    either side of the crossing, whose FAR and FRR are closer to each other
+    (the lower one on a tie; never +inf), an operating point one can use.
+
+    >>> eer([0.9, 0.8, 0.7], [0.1, 0.2, 0.3])   # separable
+    (0.0, 0.7)
+    >>> eer([0.5, 0.5], [0.5, 0.5])             # identical scores
+    (0.5, 0.5)
+    """
+    t, far, frr = far_frr(genuine, impostor)
+    diff = far - frr  # decreasing from > 0 (or 0) to < 0
+    k = int(np.argmax(diff <= 0))
+    if diff[k] == 0 or k == 0:
+        return float((far[k] + frr[k]) / 2), float(t[k])
+    a = diff[k - 1] / (diff[k - 1] - diff[k])
+    j = k if abs(diff[k]) < abs(diff[k - 1]) and np.isfinite(t[k]) else k - 1
+    return float(far[k - 1] + a * (far[k] - far[k - 1])), float(t[j])

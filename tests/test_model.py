@@ -1,0 +1,181 @@
+import io
+
+import pytest
+import torch
+
+from tdnn_siamese.config import ConfigError
+from tdnn_siamese.distances import Distance, to_score
+from tdnn_siamese.features import FeatureConfig
+from tdnn_siamese.model import (
+    PRESETS,
+    CheckpointError,
+    Siamese,
+    TDNN,
+    TDNNConfig,
+    embed_all,
+    load_checkpoint,
+    pad_batch,
+    save_checkpoint,
+)
+
+
+def encoder(preset="modern", seed=0, **over) -> TDNN:
+    torch.manual_seed(seed)
+    enc = TDNN(TDNNConfig.from_preset(preset, 8, **over))
+    enc.set_input_stats(torch.randn(8) * 0.1, torch.rand(8) + 0.5)
+    return enc.eval()
+
+
+def test_bromley_preset_matches_fig1_layer_sizes():
+    enc = encoder("bromley")
+    x = torch.randn(2, 200, 8)
+    h = x.transpose(1, 2)
+    sizes = []
+    for conv in enc.convs:
+        h = conv(h)
+        sizes.append(tuple(h.shape[1:]))
+    assert sizes == [(12, 64), (16, 19)]  # Fig. 1: 12 x 64, then 16 x 19
+    assert [c.kernel_size[0] for c in enc.convs] == [11, 10]
+    assert enc(x).shape == (2, 16)
+    assert enc.cfg.min_length == 38
+
+
+def test_twins_share_one_parameter_set():
+    enc = encoder()
+    twin = Siamese(enc)
+    assert [id(p) for p in twin.parameters()] == [id(p) for p in enc.parameters()]
+    a, b = torch.randn(3, 50, 8), torch.randn(3, 70, 8)
+    enc.train()
+    ea, eb = twin(a, None, b, None)
+    ea.sum().backward()
+    grad_a = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    ea, eb = twin(a, None, b, None)
+    (ea.sum() + eb.sum()).backward()  # both branches' gradients land in the same tensors
+    grad_ab = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad()
+    eb = twin(a, None, b, None)[1]
+    eb.sum().backward()
+    for ga, gb, gab in zip(grad_a, [p.grad for p in enc.parameters()], grad_ab):
+        torch.testing.assert_close(ga + gb, gab)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "euclidean"])
+def test_score_is_symmetric(kind):
+    enc, d = encoder(), Distance(kind)
+    a, b = torch.randn(4, 60, 8), torch.randn(4, 60, 8)
+    ea, eb = Siamese(enc)(a, None, b, None)
+    torch.testing.assert_close(to_score(d.raw(ea, eb), d), to_score(d.raw(eb, ea), d))
+    torch.testing.assert_close(d.matrix(ea, eb), d.matrix(eb, ea).T)
+
+
+@pytest.mark.parametrize("preset", ["modern", "bromley"])
+def test_padding_does_not_change_an_embedding(preset):
+    enc = encoder(preset)
+    seqs = [torch.randn(n, 8) for n in (90, 213, 40, 150)]
+    alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
+    x, lengths = pad_batch(seqs)
+    x = x + (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None]) * 7.0  # garbage, not zeros, past the end
+    torch.testing.assert_close(enc(x, lengths), alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(embed_all(enc, seqs, batch_size=3), alone, rtol=1e-5, atol=1e-5)
+
+
+def test_too_short_for_the_encoder():
+    with pytest.raises(ValueError, match="shorter than the 38"):
+        encoder("bromley")(torch.randn(1, 30, 8))
+
+
+def test_gradient_check_on_a_tiny_model():
+    torch.manual_seed(0)
+    for over in (dict(activation="tanh", norm=True, pooling="stats"), dict(activation="tanh", norm=False, pooling="mean")):
+        cfg = TDNNConfig.from_preset("modern", 3, channels=(4, 3), kernels=(3, 3), strides=(1, 1), dilations=(1, 2),
+                                     embedding_dim=2, **over)
+        enc = TDNN(cfg).double()
+        x = torch.randn(2, 9, 3, dtype=torch.double, requires_grad=True)
+        lengths = torch.tensor([9, 6])
+        assert torch.autograd.gradcheck(lambda inp: enc(inp, lengths), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
+        params = list(enc.parameters())
+        assert torch.autograd.gradcheck(lambda *ps: torch.func.functional_call(enc, dict(zip(dict(enc.named_parameters()), ps)), (x.detach(), lengths)),
+                                        tuple(p.detach().clone().requires_grad_(True) for p in params), eps=1e-6, atol=1e-5,
+                                        fast_mode=True)
+
+
+def test_config_presets_and_strictness():
+    assert set(PRESETS) == {"bromley", "modern"}
+    assert TDNNConfig.from_preset("modern", 13).output_dim == 128 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
+    with pytest.raises(ConfigError, match="unknown preset"):
+        TDNNConfig.from_preset("resnet", 8)
+    with pytest.raises(ConfigError, match="unknown TDNNConfig key"):
+        TDNNConfig.from_preset("modern", 8, width=3)
+    with pytest.raises(ConfigError, match="same, non-zero length"):
+        TDNNConfig.from_preset("modern", 8, channels=(8, 8))
+    with pytest.raises(ConfigError, match="odd kernels"):
+        TDNNConfig.from_preset("modern", 8, kernels=(4, 3, 3, 3, 1))
+
+
+def _save(path, enc=None, **over):
+    enc = enc or encoder()
+    kw = dict(distance="cosine", threshold=0.25, scoring="mean", calibration={"genuine": [0.9], "skilled": [0.1]},
+              provenance={"seed": 0, "data_fingerprint": "abc"})
+    save_checkpoint(path, enc, FeatureConfig(n_steps=None), **{**kw, **over})
+    return enc
+
+
+def test_checkpoint_round_trip_is_self_contained(tmp_path):
+    enc = _save(tmp_path / "model.pt")
+    ck = load_checkpoint(tmp_path / "model.pt")
+    assert ck.encoder.cfg == enc.cfg and ck.feature_config == FeatureConfig(n_steps=None)
+    assert (ck.threshold, ck.distance, ck.scoring) == (0.25, "cosine", "mean")
+    assert ck.calibration == {"genuine": [0.9], "skilled": [0.1]} and ck.provenance["seed"] == 0
+    x = torch.randn(2, 77, 8)
+    torch.testing.assert_close(ck.encoder(x), enc(x))
+    assert not ck.encoder.training
+
+
+def test_bad_model_files_give_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such model file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(CheckpointError, match="not a readable tdnn-siamese model file"):
+        load_checkpoint(junk)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="no 'format: tdnn-siamese' marker"):
+        load_checkpoint(foreign)
+    good = tmp_path / "good.pt"
+    _save(good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(truncated)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_model_files_never_unpickle_code(tmp_path, capsys):
+    evil = tmp_path / "evil.pt"
+    buf = io.BytesIO()
+    torch.save({"format": "tdnn-siamese", "payload": Evil()}, buf)
+    evil.write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(evil)
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_checkpoint_with_wrong_version_or_damaged_weights(tmp_path):
+    p = tmp_path / "m.pt"
+    _save(p)
+    payload = torch.load(p, weights_only=True)
+    payload["format_version"] = 99
+    torch.save(payload, p)
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(p)
+    payload["format_version"] = 1
+    payload["state_dict"].pop("proj.weight")
+    torch.save(payload, p)
+    with pytest.raises(CheckpointError, match="damaged model file"):
+        load_checkpoint(p)
