@@ -11,6 +11,7 @@ Run ``tdnn-siamese --help`` or ``python -m tdnn_siamese --help``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -29,9 +30,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .datasets import DatasetError
     from .features import FeatureError
-    from .formats import SignatureFormatError
+    from .formats import InputError
 
-    return (CLIError, SignatureFormatError, DatasetError, FeatureError, ConfigError, OSError)
+    return (CLIError, InputError, DatasetError, FeatureError, ConfigError, OSError)
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -120,6 +121,84 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class Progress:
+    """Renders library progress events on stderr: a live bar on a terminal, a line per epoch elsewhere."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+
+    def _bar(self, text: str, done: int, total: int) -> None:
+        if not self.tty:
+            return
+        width = 30
+        fill = int(width * done / max(total, 1))
+        self.stream.write(f"\r{text} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}\x1b[K")
+        self.stream.flush()
+
+    def __call__(self, event: str, *args) -> None:
+        if event == "features":
+            done, total = args
+            self._bar("features", done, total)
+            if done == total and self.tty:
+                self.stream.write("\n")
+        elif event == "batch":
+            epoch, done, total, loss = args
+            self._bar(f"epoch {epoch:3d} loss {loss:.4f}", done, total)
+        elif event == "epoch":
+            (row,) = args
+            line = (f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  val EER skilled {100 * row['val_eer_skilled']:5.2f}%  "
+                    f"random {100 * row['val_eer_random']:5.2f}%  {row['seconds']:.0f} s{' *' if row['best'] else ''}")
+            self.stream.write(f"\r{line}\x1b[K\n" if self.tty else f"{line}\n")
+            self.stream.flush()
+
+
+def _run_config(args: argparse.Namespace):
+    """The training configuration from --config, the shortcut flags and --set (later wins)."""
+    from .train import RunConfig, apply_sets, read_config_file
+
+    sections = read_config_file(args.config) if args.config else {}
+    shortcuts = [f"model.preset={args.preset}" if args.preset else None]
+    for flag, key in (("loss", "loss"), ("distance", "distance"), ("epochs", "epochs"), ("seed", "seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            shortcuts.append(f"train.{key}={json.dumps(value)}")
+    sections = apply_sets(sections, [s for s in shortcuts if s] + list(args.set))
+    return RunConfig.from_sections(sections)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .train import RunConfig, train
+
+    out = Path(args.out)
+    if args.resume:
+        if args.config or args.set or any(getattr(args, f) is not None for f in ("preset", "loss", "distance", "epochs", "seed")):
+            raise CLIError("--resume continues with the run's saved config.json; do not pass --config, --set or other settings")
+        if not (out / "config.json").is_file():
+            raise CLIError(f"{out}: no config.json, nothing to resume")
+        from .config import ConfigError
+
+        try:
+            saved = json.loads((out / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{out / 'config.json'}: {e}") from None
+        cfg = RunConfig.from_dict(saved)
+    else:
+        cfg = _run_config(args)
+    t = time.perf_counter()
+    model_path = train(args.data, out, cfg, resume=args.resume, progress=Progress())
+    metrics = pd.read_csv(out / "metrics.csv")
+    best = metrics[metrics["best"]].iloc[-1]
+    print(f"trained {cfg.model.preset} TDNN for {len(metrics)} epoch(s) in {time.perf_counter() - t:.0f} s; "
+          f"best epoch {int(best['epoch'])}: validation EER skilled {100 * best['val_eer_skilled']:.2f}%, "
+          f"random {100 * best['val_eer_random']:.2f}%")
+    print(f"model: {model_path}\nmetrics: {out / 'metrics.csv'}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _feature_config(args)
     print(f"== 1/1 preprocessing the corpus at {args.data}")
@@ -163,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a signature file (.txt SVC2004, .csv, .tsv, .json), a corpus folder or a manifest.csv")
     _add_feature_args(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("train", help="train a Siamese TDNN on a corpus; writes model.pt and metrics.csv",
+                       description="Train a Siamese TDNN. Settings come from --config (TOML or JSON with sections "
+                       "[features], [model], [train]), then the shortcut flags, then --set, later wins.")
+    p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
+    p.add_argument("--out", required=True, help="run folder (model.pt, metrics.csv, config.json, train_state.pt)")
+    p.add_argument("--preset", choices=["modern", "bromley"], help="encoder preset (default: modern)")
+    p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley"], help="pair loss (default: contrastive)")
+    p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison (default: cosine)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
+    p.add_argument("--seed", type=int, help="seed of the writer split, initial weights and pairs (default: 0)")
+    p.add_argument("--config", help="TOML or JSON config file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=null (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its saved settings")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="the main job on a corpus (default: the bundled synthetic sample)")
     p.add_argument("--data", default="data/sample", help="corpus folder (default: data/sample)")

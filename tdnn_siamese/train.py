@@ -1,0 +1,425 @@
+"""Training a Siamese TDNN on pairs: one visible loop, checkpoints, resume.
+
+Run: ``tdnn-siamese train --data DATASET --out RUN_DIR`` (see ``--help``).
+
+The training writers' corpus is split (seeded, writer-disjoint) into writers
+to learn from and validation writers. Each epoch draws fresh pairs
+(:mod:`tdnn_siamese.pairs`), takes Adam steps on a contrastive loss
+(:mod:`tdnn_siamese.losses`), then scores the validation writers with the S_k
+protocol and records their EER. Epoch 0 validates the initial weights, so
+the table shows what training adds. With ``ema > 0`` (the default) the
+validated and kept weights are an exponential moving average of the
+trained ones, which smooths the epoch-to-epoch swings a small training set
+causes. The epoch with the lowest validation EER (skilled forgeries when
+there are any, else random ones) is kept; training stops after ``patience``
+epochs without improvement. ``RUN_DIR`` gets:
+
+- ``model.pt``: the best model so far, self-contained (see
+  :func:`tdnn_siamese.model.save_checkpoint`), threshold at the validation EER;
+- ``metrics.csv``: one row per epoch (loss, validation EERs, seconds);
+- ``config.json``: the resolved configuration;
+- ``train_state.pt``: what ``--resume`` needs to continue after a crash.
+
+All three files are replaced atomically at the end of each epoch, so a run
+killed at any moment leaves readable files and resumes from its last
+complete epoch, reproducing the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import platform
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__, datasets
+from .atomic import atomic_write_bytes, atomic_write_text
+from .config import ConfigError, StrictConfig
+from .distances import KINDS as DISTANCES
+from .distances import Distance
+from .features import FeatureConfig, extract
+from .losses import NAMES as LOSSES
+from .losses import PairLoss
+from .metrics import eer
+from .model import TDNN, TDNNConfig, embed_all, pad_batch, save_checkpoint
+from .pairs import BROMLEY_MIX, PairSampler
+from .protocols import sk_protocol
+from .verifier import template_scores
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "tdnn-siamese-train-state"
+METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "seconds", "best"]
+
+
+@dataclass(frozen=True)
+class TrainConfig(StrictConfig):
+    """Optimisation and validation settings (the ``[train]`` section)."""
+
+    epochs: int = 40
+    pairs_per_epoch: int = 4096
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    loss: str = "contrastive"
+    margin: float = 0.1
+    distance: str = "cosine"
+    mix: tuple[float, ...] = BROMLEY_MIX
+    val_fraction: float = 0.2
+    val_k: int = 5
+    patience: int = 10
+    ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"unknown distance {self.distance!r}; known: {', '.join(DISTANCES)}")
+        if self.loss == "bromley" and self.distance != "cosine":
+            raise ConfigError("loss 'bromley' needs distance 'cosine'")
+        if min(self.epochs, self.pairs_per_epoch, self.batch_size, self.val_k, self.patience) < 1:
+            raise ConfigError("epochs, pairs_per_epoch, batch_size, val_k and patience must be positive")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0 < self.val_fraction < 1 or not self.lr > 0 or self.weight_decay < 0 or not self.margin > 0:
+            raise ConfigError("val_fraction must be in (0, 1); lr and margin positive; weight_decay >= 0")
+        if len(self.mix) != 3 or min(self.mix) < 0 or abs(sum(self.mix) - 1) > 1e-6:
+            raise ConfigError(f"mix must be three non-negative shares summing to 1, got {self.mix}")
+
+
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training configuration: ``features``, ``model`` and ``train`` sections."""
+
+    features: FeatureConfig
+    model: TDNNConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": self.features.to_dict(), "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Rebuild a resolved configuration (``to_dict`` output, e.g. a run's ``config.json``)."""
+        if not isinstance(d, dict) or set(d) != {"features", "model", "train"}:
+            raise ConfigError("a resolved config has exactly the sections features, model and train")
+        cfg = cls(FeatureConfig.from_dict(d["features"]), TDNNConfig.from_dict(d["model"]), TrainConfig.from_dict(d["train"]))
+        if cfg.model.n_features != cfg.features.n_features:
+            raise ConfigError(f"model.n_features is {cfg.model.n_features} but feature set {cfg.features.feature_set!r} has {cfg.features.n_features}")
+        return cfg
+
+    @classmethod
+    def from_sections(cls, sections: dict[str, dict[str, Any]]) -> "RunConfig":
+        """Build from (possibly partial) sections; missing values come from the preset and defaults."""
+        unknown = set(sections) - {"features", "model", "train"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {', '.join(sorted(unknown))}; known: features, model, train")
+        model = dict(sections.get("model", {}))
+        preset = model.pop("preset", "modern")
+        if "n_features" in model:
+            raise ConfigError("model.n_features follows from the feature set; do not set it")
+        features = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **sections.get("features", {})})
+        return cls(features=features, model=TDNNConfig.from_preset(preset, features.n_features, **model),
+                   train=TrainConfig.from_dict(sections.get("train", {})))
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Sections of a TOML or JSON config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file: {e}") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: invalid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {e}") from None
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise ConfigError(f"{path}: a config file holds sections [features], [model], [train] of key = value")
+    return doc
+
+
+def apply_sets(sections: dict[str, dict[str, Any]], sets: list[str]) -> dict[str, dict[str, Any]]:
+    """Apply ``section.key=value`` overrides; values are JSON (``0.001``, ``[1, 2]``, ``null``) or plain strings."""
+    out = {k: dict(v) for k, v in sections.items()}
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=0.001")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Prepared:
+    """Features of every signature of the corpus, split into training and validation writers."""
+
+    table: pd.DataFrame
+    seqs: list[torch.Tensor]  # (T_i, F) per table row
+    lengths: np.ndarray  # T_i per table row
+    fixed_length: bool  # every T_i equal (features resampled to n_steps)
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    fingerprint: str
+
+
+def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None) -> Prepared:
+    """Load the corpus, split writers, extract features once."""
+    table = datasets.load(data)
+    names = datasets.writers(table)
+    if len(names) < 3:
+        raise ConfigError(f"{data}: {len(names)} writer(s); training needs at least 3 (2 to learn from, 1 to validate)")
+    n_val = min(len(names) - 2, max(2 if len(names) >= 6 else 1, round(cfg.train.val_fraction * len(names))))
+    train_w, val_w = datasets.split_writers(names, n_val, seed=cfg.train.seed)
+    seqs = []
+    for i, row in enumerate(table.to_dict("records")):
+        seqs.append(torch.from_numpy(extract(datasets.read_row(row), cfg.features)))
+        if progress:
+            progress("features", i + 1, len(table))
+    rows = lambda ws: np.flatnonzero(table["writer"].isin(ws).to_numpy())  # noqa: E731
+    lengths = np.array([len(x) for x in seqs])
+    return Prepared(table, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), datasets.fingerprint(table))
+
+
+def input_stats(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over all steps of ``seqs``."""
+    allsteps = torch.cat(seqs, dim=0).double()  # (sum T, F)
+    return allsteps.mean(0).float(), allsteps.std(0).float()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Validation:
+    eer_skilled: float  # NaN when there are no skilled forgeries
+    eer_random: float
+    threshold: float
+    scores: dict[str, list[float]]
+
+    @property
+    def key(self) -> tuple[float, float]:
+        """Model selection: skilled EER first (when there is one), then random EER."""
+        return (self.eer_random if np.isnan(self.eer_skilled) else self.eer_skilled, self.eer_random)
+
+
+def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
+    """S_k protocol on the validation writers; scores are mean similarity to the references."""
+    val_table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
+    emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
+    counts = val_table[val_table.label == "genuine"].groupby("writer").size()
+    k = max(1, min(cfg.train.val_k, int(counts.max()) - 1))
+    proto = sk_protocol(val_table, k)
+    dist = Distance(cfg.train.distance)
+    scores: dict[str, list[float]] = {"genuine": [], "skilled": [], "random": []}
+    for w, refs in proto.references.items():
+        t = proto.trials[proto.trials.writer == w]
+        s = template_scores(emb[refs], emb[t["query"].tolist()], dist).tolist()
+        for kind, v in zip(t["kind"], s):
+            scores[kind].append(v)
+    if not scores["genuine"]:
+        raise ConfigError("validation writers have no genuine trials; they need more than val_k genuine signatures")
+    e_skl, t_skl = eer(scores["genuine"], scores["skilled"]) if scores["skilled"] else (float("nan"), float("nan"))
+    e_rnd, t_rnd = eer(scores["genuine"], scores["random"]) if scores["random"] else (float("nan"), float("nan"))
+    return Validation(e_skl, e_rnd, t_skl if scores["skilled"] else t_rnd, scores)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _batches(pairs_n: int, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Pair batches of similar sequence length, in random order: sort by length within chunks of
+    16 batches, cut, shuffle the batches. Keeps pairs random while cutting padding."""
+    chunk = batch_size * 16
+    out = []
+    for s in range(0, pairs_n, chunk):
+        idx = np.arange(s, min(s + chunk, pairs_n))
+        idx = idx[np.argsort(lengths[idx], kind="stable")]
+        out += [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def _embed_pairs(encoder: TDNN, prep: Prepared, a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides of a batch of pairs through the ONE encoder, in one call: (B, D), (B, D)."""
+    seqs = [prep.seqs[i] for i in np.concatenate([a, b])]
+    if prep.fixed_length:
+        e = encoder(torch.stack(seqs), None)
+    else:
+        e = encoder(*pad_batch(seqs))
+    return e[: len(a)], e[len(a) :]
+
+
+def _save_bytes(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_run: int, best_epoch: int) -> dict[str, Any]:
+    """Where a model came from: data fingerprint, writers, seed, versions, time."""
+    table = prep.table
+    return {
+        "data": str(data),
+        "data_fingerprint": prep.fingerprint,
+        "train_writers": sorted(table.iloc[prep.train_rows]["writer"].unique().tolist()),
+        "val_writers": sorted(table.iloc[prep.val_rows]["writer"].unique().tolist()),
+        "seed": cfg.train.seed,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "config": json.dumps(cfg.to_dict()),
+        "package_version": __version__,
+        "torch_version": str(torch.__version__),
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def train(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> Path:
+    """Train, writing ``model.pt``, ``metrics.csv``, ``config.json`` and ``train_state.pt`` into ``out``.
+
+    Returns the path of ``model.pt``. With ``resume=True`` continues from
+    ``train_state.pt`` (the saved config must equal ``cfg``).
+    """
+    out = Path(out)
+    state_path, model_path, config_path = out / "train_state.pt", out / "model.pt", out / "config.json"
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume and (state_path.exists() or model_path.exists()):
+        raise ConfigError(f"{out} already holds a run (model.pt or train_state.pt); pass --resume to continue it or choose another --out")
+    atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    prep = prepare(data, cfg, progress)
+    tc = cfg.train
+    dist = Distance(tc.distance)
+    loss_fn = PairLoss(tc.loss, dist, margin=tc.margin)
+    sampler = PairSampler(prep.table.iloc[prep.train_rows].reset_index(drop=True), tuple(tc.mix))
+
+    with torch.random.fork_rng():  # explicit seed for the initial weights, global RNG untouched
+        torch.manual_seed(tc.seed)
+        encoder = TDNN(cfg.model)
+    encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
+    opt = torch.optim.Adam(encoder.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    averaged = TDNN(cfg.model) if tc.ema else None  # the weights that are validated and kept, when ema is on
+    if averaged is not None:
+        averaged.load_state_dict(encoder.state_dict())
+
+    start, rows, best, bad = 0, [], None, 0
+    if resume and state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st.get("format") != STATE_FORMAT:
+            raise ConfigError(f"{state_path}: not a training state file")
+        if st["config"] != json.dumps(cfg.to_dict(), sort_keys=True):
+            raise ConfigError(f"{out}: the saved run has another configuration; resume without changing settings")
+        if st["fingerprint"] != prep.fingerprint:
+            raise ConfigError(f"{out}: the run was trained on other data (fingerprint differs)")
+        encoder.load_state_dict(st["model"])
+        opt.load_state_dict(st["optim"])
+        if averaged is not None:
+            averaged.load_state_dict(st["averaged"])
+        start, rows, best, bad = st["epoch"] + 1, st["rows"], st["best"], st["bad_epochs"]
+        if st["done"]:
+            logger.info("run in %s already finished", out)
+            return model_path
+        logger.info("resuming %s at epoch %d", out, start)
+
+    for epoch in range(start, tc.epochs + 1):  # epoch 0 only validates the initial weights: the baseline
+        t0 = time.perf_counter()
+        mean_loss = _train_epoch(encoder, averaged, opt, loss_fn, sampler, prep, tc, epoch, progress) if epoch else float("nan")
+        kept = averaged if averaged is not None else encoder
+        val = validate(kept, prep, cfg)
+        improved = best is None or val.key < tuple(best["key"])
+        if improved:
+            best = {"key": list(val.key), "epoch": epoch, "state": {k: v.clone() for k, v in kept.state_dict().items()},
+                    "threshold": val.threshold, "scores": val.scores}
+            bad = 0
+        else:
+            bad += 1
+        rows.append({"epoch": epoch, "train_loss": round(mean_loss, 6), "val_eer_skilled": round(val.eer_skilled, 6),
+                     "val_eer_random": round(val.eer_random, 6), "seconds": round(time.perf_counter() - t0, 2), "best": improved})
+        done = bad >= tc.patience or epoch == tc.epochs
+        _finish_epoch(out, encoder, averaged, opt, cfg, prep, data, epoch, rows, best, bad, done, improved)
+        if progress:
+            progress("epoch", rows[-1])
+        if done:
+            if bad >= tc.patience:
+                logger.info("early stop after epoch %d: no improvement for %d epochs", epoch, bad)
+            break
+    return model_path
+
+
+def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler, prep: Prepared,
+                 tc: TrainConfig, epoch: int, progress: Callable[..., None] | None) -> float:
+    """One pass over fresh pairs (seeded by ``(seed, epoch)``); returns the mean loss."""
+    encoder.train()
+    rng = np.random.default_rng([tc.seed, epoch])
+    pairs = sampler.sample(tc.pairs_per_epoch, rng)
+    a, b = prep.train_rows[pairs.a], prep.train_rows[pairs.b]
+    batches = _batches(len(pairs), np.maximum(prep.lengths[a], prep.lengths[b]), tc.batch_size, rng)
+    total = 0.0
+    for bi, sl in enumerate(batches):
+        ea, eb = _embed_pairs(encoder, prep, a[sl], b[sl])  # the Siamese twins: one encoder
+        loss = loss_fn(ea, eb, torch.from_numpy(pairs.y[sl]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if averaged is not None:
+            with torch.no_grad():
+                for pa, p in zip(averaged.parameters(), encoder.parameters()):
+                    pa.lerp_(p, 1.0 - tc.ema)
+        total += loss.item() * len(sl)
+        if progress:
+            progress("batch", epoch, bi + 1, len(batches), loss.item())
+    return total / len(pairs)
+
+
+def _finish_epoch(out: Path, encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, cfg: RunConfig, prep: Prepared, data, epoch: int,
+                  rows: list, best: dict, bad: int, done: bool, improved: bool) -> None:
+    """Write model.pt (when improved), metrics.csv and train_state.pt, each atomically."""
+    if improved or done:
+        best_encoder = TDNN(cfg.model)
+        best_encoder.load_state_dict(best["state"])
+        save_checkpoint(out / "model.pt", best_encoder, cfg.features, distance=cfg.train.distance, threshold=best["threshold"],
+                        scoring="mean", calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"]))
+    _write_metrics(out / "metrics.csv", rows)
+    _save_bytes(out / "train_state.pt", {
+        "format": STATE_FORMAT, "config": json.dumps(cfg.to_dict(), sort_keys=True), "fingerprint": prep.fingerprint,
+        "epoch": epoch, "model": encoder.state_dict(), "optim": opt.state_dict(), "rows": rows, "best": best,
+        "bad_epochs": bad, "done": done, "averaged": averaged.state_dict() if averaged is not None else None,
+    })

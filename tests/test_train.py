@@ -1,0 +1,127 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from tdnn_siamese import atomic
+from tdnn_siamese.cli import main
+from tdnn_siamese.config import ConfigError
+from tdnn_siamese.model import load_checkpoint
+from tdnn_siamese.train import RunConfig, apply_sets
+
+from .conftest import SAMPLE
+
+SMALL = ["--set", "train.pairs_per_epoch=192", "--set", "train.batch_size=32", "--set", "model.channels=[16,16,16,16,32]",
+         "--set", "model.embedding_dim=16"]
+
+
+def weights(run):
+    return load_checkpoint(run / "model.pt").encoder.state_dict()
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_train_default_settings_on_the_sample(tmp_path, capsys):
+    """The acceptance command: `tdnn-siamese train --data data/sample --out RUN --epochs 2`; same seed, same weights."""
+    for run in ("a", "b"):
+        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "2"]) == 0
+    metrics = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert metrics.columns.tolist() == ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "seconds", "best"]
+    assert metrics["epoch"].tolist() == [0, 1, 2]  # epoch 0 validates the initial weights
+    ck = load_checkpoint(tmp_path / "a" / "model.pt")
+    assert ck.provenance["seed"] == 0 and len(ck.provenance["data_fingerprint"]) == 64
+    assert ck.provenance["torch_version"] == torch.__version__ and ck.provenance["package_version"]
+    assert not set(ck.provenance["train_writers"]) & set(ck.provenance["val_writers"])
+    assert ck.calibration["genuine"] and ck.calibration["skilled"]
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert "validation EER" in capsys.readouterr().out
+
+
+def test_another_seed_gives_other_weights(tmp_path):
+    for run, seed in (("a", "1"), ("b", "2")):
+        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "1", "--seed", seed, *SMALL]) == 0
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert not torch.equal(a["convs.0.weight"], b["convs.0.weight"])
+
+
+def _cmd(out, epochs, *extra):
+    return [sys.executable, "-m", "tdnn_siamese", "train", "--data", str(SAMPLE), "--out", str(out), *extra] + (
+        [] if "--resume" in extra else ["--epochs", str(epochs), "--set", "train.patience=50", *SMALL])
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
+    epochs = 8
+    subprocess.run(_cmd(tmp_path / "straight", epochs), check=True, capture_output=True, timeout=600)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(run, epochs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill it somewhere after the first epoch was saved
+        if (run / "metrics.csv").exists() and len(pd.read_csv(run / "metrics.csv")) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(run / "model.pt").encoder is not None  # readable right after the kill
+    done = len(pd.read_csv(run / "metrics.csv"))
+    assert done < epochs, "the run finished before it could be killed; the test proves nothing"
+    r = subprocess.run(_cmd(run, epochs, "--resume"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == list(range(0, epochs + 1))  # epoch 0: initial weights
+    assert_same_weights(weights(run), weights(tmp_path / "straight"))
+
+
+def test_a_crash_while_writing_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old model")
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic.atomic_write_bytes(target, b"new model")
+    assert target.read_bytes() == b"old model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left behind
+
+
+def test_run_folder_is_never_overwritten_and_resume_keeps_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(SAMPLE), "--out", str(run), "--epochs", "1", *SMALL]) == 0
+    before = (run / "model.pt").read_bytes()
+    assert main(["train", "--data", str(SAMPLE), "--out", str(run), "--epochs", "1", *SMALL]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "model.pt").read_bytes() == before
+    assert main(["train", "--data", str(SAMPLE), "--out", str(run), "--resume", "--epochs", "3"]) == 2
+    assert "saved config.json" in capsys.readouterr().err
+    assert main(["train", "--data", str(SAMPLE), "--out", str(run), "--resume"]) == 0  # already finished: nothing to do
+    assert (run / "model.pt").read_bytes() == before
+
+
+def test_config_sections_sets_and_errors(tmp_path):
+    cfg = RunConfig.from_sections(apply_sets({}, ["model.preset=bromley", "train.lr=0.01", "train.mix=[0.6,0.3,0.1]"]))
+    assert cfg.model.preset == "bromley" and cfg.features.n_steps == 200 and cfg.model.n_features == 8
+    assert cfg.train.lr == 0.01 and cfg.train.mix == (0.6, 0.3, 0.1)
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # what --resume reads back from config.json
+    cfg = RunConfig.from_sections({"features": {"feature_set": "extended"}})
+    assert cfg.model.n_features == 13 and cfg.features.n_steps == 200
+    for bad, msg in [(["train.lr=fast"], "TrainConfig.lr"), (["optim.lr=1"], "unknown config section"), (["lr=1"], "section.key=value"),
+                     (["train.epoch=3"], "unknown TrainConfig key"), (["model.n_features=3"], "follows from the feature set"),
+                     (["train.loss=bromley", "train.distance=euclidean"], "needs distance 'cosine'")]:
+        with pytest.raises(ConfigError, match=msg):
+            RunConfig.from_sections(apply_sets({}, bad))
+    toml = tmp_path / "c.toml"
+    toml.write_text('[train]\nepochs = 3\nloss = "contrastive_squared"\n[model]\npreset = "bromley"\n')
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--config", str(toml), "--set", "train.epochs=1"]) == 0
+    saved = (tmp_path / "r" / "config.json").read_text()
+    assert '"loss": "contrastive_squared"' in saved and '"epochs": 1' in saved and '"preset": "bromley"' in saved
