@@ -331,19 +331,20 @@ def train(
     loss_fn = PairLoss(tc.loss, dist, margin=tc.margin)
     sampler = PairSampler(prep.table.iloc[prep.train_rows].reset_index(drop=True), tuple(tc.mix))
 
-    with torch.random.fork_rng():  # explicit seed for the initial weights, global RNG untouched
-        torch.manual_seed(tc.seed)
-        encoder = TDNN(cfg.model)
+    encoder = _new_encoder(cfg.model, tc.seed)
     encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
     opt = torch.optim.Adam(encoder.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    averaged = TDNN(cfg.model) if tc.ema else None  # the weights that are validated and kept, when ema is on
+    averaged = _new_encoder(cfg.model, tc.seed) if tc.ema else None  # the weights validated and kept, when ema is on
     if averaged is not None:
         averaged.load_state_dict(encoder.state_dict())
 
     start, rows, best, bad = 0, [], None, 0
     if resume and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        if st.get("format") != STATE_FORMAT:
+        try:
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a damaged file
+            raise ConfigError(f"{state_path}: cannot read the training state ({type(e).__name__}); remove it to restart the run") from None
+        if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
             raise ConfigError(f"{state_path}: not a training state file")
         if st["config"] != json.dumps(cfg.to_dict(), sort_keys=True):
             raise ConfigError(f"{out}: the saved run has another configuration; resume without changing settings")
@@ -384,6 +385,13 @@ def train(
     return model_path
 
 
+def _new_encoder(cfg: TDNNConfig, seed: int) -> TDNN:
+    """An encoder initialised from ``seed``; the global torch RNG is left untouched."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return TDNN(cfg)
+
+
 def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler, prep: Prepared,
                  tc: TrainConfig, epoch: int, progress: Callable[..., None] | None) -> float:
     """One pass over fresh pairs (seeded by ``(seed, epoch)``); returns the mean loss."""
@@ -413,7 +421,7 @@ def _finish_epoch(out: Path, encoder: TDNN, averaged: TDNN | None, opt: torch.op
                   rows: list, best: dict, bad: int, done: bool, improved: bool) -> None:
     """Write model.pt (when improved), metrics.csv and train_state.pt, each atomically."""
     if improved or done:
-        best_encoder = TDNN(cfg.model)
+        best_encoder = _new_encoder(cfg.model, 0)
         best_encoder.load_state_dict(best["state"])
         save_checkpoint(out / "model.pt", best_encoder, cfg.features, distance=cfg.train.distance, threshold=best["threshold"],
                         scoring="mean", calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"]))
