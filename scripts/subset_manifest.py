@@ -17,10 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pandas as pd  # noqa: E402
-
 from tdnn_siamese import datasets  # noqa: E402
-from tdnn_siamese.atomic import atomic_write_text  # noqa: E402
 
 
 def expand(spec: str) -> set[str]:
@@ -49,12 +46,7 @@ def main() -> int:
         print(f"error: writers not in {args.data}: {', '.join(sorted(missing))}", file=sys.stderr)
         return 2
     sub = table[table["writer"].isin(wanted)]
-    lines = ["path,writer,label,session"] + [
-        f"{r.path},{r.writer},{r.label},{'' if pd.isna(r.session) else int(r.session)}"
-        for r in sub.itertuples()
-    ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    datasets.write_manifest(sub.to_dict("records"), args.out)
     print(f"{args.out}: {len(sub)} files of {sub['writer'].nunique()} writers")
     return 0
 

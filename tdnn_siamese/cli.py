@@ -113,6 +113,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _describe_file(args.path, cfg)
         return EXIT_OK
     _, errors = _summarise_corpus(args.path, cfg)
+    return _report_errors(errors)
+
+
+def _report_errors(errors: list[str]) -> int:
+    """Print each unusable file and a count; exit code 2 if there was any."""
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
@@ -203,10 +208,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _feature_config(args)
     print(f"== 1/1 preprocessing the corpus at {args.data}")
     n_ok, errors = _summarise_corpus(args.data, cfg)
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
     if errors:
-        return EXIT_ERROR
+        return _report_errors(errors)
     print(f"demo finished: {n_ok} signatures turned into feature sequences "
           "(training, evaluation and verification join this demo as they land)")
     return EXIT_OK

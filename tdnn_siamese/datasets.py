@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write_text
 from .formats import InputError, SignatureFormatError, read_signature
 from .signature import LABELS, Signature
 
@@ -140,6 +141,25 @@ def load(root: str | os.PathLike) -> pd.DataFrame:
     if any(SVC_PATTERN.match(p.name) for p in root.iterdir()):
         return load_svc2004(root)
     raise DatasetError(root, f"not a corpus: no {MANIFEST} and no SVC2004 files (U{{u}}S{{s}}.TXT); see data/README.md")
+
+
+def write_manifest(rows: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Write ``manifest.csv`` atomically from rows with path, writer, label and session.
+
+    Paths inside the manifest's folder are written relative to it, others absolute.
+    """
+    path = Path(path)
+    base = path.parent.resolve()
+    lines = ["path,writer,label,session"]
+    for r in rows:
+        p = Path(r["path"])
+        if p.is_absolute() and p.resolve().is_relative_to(base):
+            p = p.resolve().relative_to(base)
+        session = r.get("session")
+        lines.append(f"{p.as_posix()},{r['writer']},{r['label']},{'' if session is None or pd.isna(session) else int(session)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def read_row(row: pd.Series | dict) -> Signature:

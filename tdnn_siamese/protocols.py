@@ -39,19 +39,18 @@ def sk_protocol(table: pd.DataFrame, k: int) -> Protocol:
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     table = table.reset_index(drop=True)
-    refs, firsts = {}, {}
+    refs, orders = {}, {}
     for w in pd.unique(table["writer"]):
         order = _genuine_order(table, w)
         if len(order) < k:
             logger.warning("writer %s has %d genuine signatures, fewer than k=%d: left out of the protocol", w, len(order), k)
             continue
-        refs[w], firsts[w] = order[:k], order[0]
+        refs[w], orders[w] = order[:k], order
     if not refs:
         raise ValueError(f"no writer has {k} genuine signatures")
     rows = []
-    for w, r in refs.items():
-        order = _genuine_order(table, w)
-        rows += [(w, q, "genuine") for q in order[k:]]
+    for w in refs:
+        rows += [(w, q, "genuine") for q in orders[w][k:]]
         rows += [(w, q, "skilled") for q in table.index[(table["writer"] == w) & (table["label"] == "skilled")]]
-        rows += [(w, firsts[o], "random") for o in refs if o != w]
+        rows += [(w, orders[o][0], "random") for o in refs if o != w]
     return Protocol(k=k, references=refs, trials=pd.DataFrame(rows, columns=["writer", "query", "kind"]))

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import erf
 
-from .atomic import atomic_write_text
+from .datasets import write_manifest
 from .formats import write_csv
 from .signature import Signature
 
@@ -228,7 +228,7 @@ def synthesize(out: str | os.PathLike, n_writers: int, n_genuine: int, n_skilled
         raise ValueError("need at least one writer and one genuine signature per writer (and skilled >= 0)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["path,writer,label,session"]
+    rows = []
     for wi in range(1, n_writers + 1):
         sigs = generate(wi, n_genuine, n_skilled, seed)
         wdir = out / sigs[0].writer
@@ -238,8 +238,6 @@ def synthesize(out: str | os.PathLike, n_writers: int, n_genuine: int, n_skilled
             counts[sig.label] += 1
             rel = f"{sig.writer}/{sig.label[0]}{counts[sig.label]:02d}.csv"
             write_csv(sig, out / rel)
-            lines.append(f"{rel},{sig.writer},{sig.label},{'' if sig.session is None else sig.session}")
+            rows.append({"path": rel, "writer": sig.writer, "label": sig.label, "session": sig.session})
         logger.info("synthetic writer %d/%d done", wi, n_writers)
-    manifest = out / "manifest.csv"
-    atomic_write_text(manifest, "\n".join(lines) + "\n")
-    return manifest
+    return write_manifest(rows, out / "manifest.csv")
