@@ -1,7 +1,8 @@
 """The ``tdnn-siamese`` command line: argparse subcommands over the library.
 
 This is the only module that prints to the user and chooses exit codes:
-0 success, 2 an error (bad input, bad arguments), 130 interrupted. Library
+0 success, 2 an error (bad input, bad arguments), 130 interrupted;
+``verify`` answers like grep: 0 every query accepted, 1 any rejected, 2 an error. Library
 errors become one line on stderr, never a traceback. Heavy modules are
 imported inside the subcommands so that ``--help`` and small commands start fast.
 
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_REJECTED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CLIError(Exception):
@@ -31,8 +32,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .datasets import DatasetError
     from .features import FeatureError
     from .formats import InputError
+    from .verifier import VerifierError
 
-    return (CLIError, InputError, DatasetError, FeatureError, ConfigError, OSError)
+    return (CLIError, InputError, DatasetError, FeatureError, ConfigError, VerifierError, OSError)
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -215,6 +217,131 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- enroll / verify / store
+
+
+def _read_for_model(paths: Sequence[str], verifier) -> tuple[list, list[str], list[str], list[str]]:
+    """Read and featurise files: (features, paths, content hashes, errors), an error per unusable file."""
+    import hashlib
+
+    from .features import FeatureError
+    from .formats import InputError, read_signature
+
+    feats, ok, hashes, errors = [], [], [], []
+    for path in paths:
+        try:
+            sig = read_signature(path)
+            feats.append(verifier.features(sig))
+        except (InputError, FeatureError) as e:
+            errors.append(str(e) if str(path) in str(e) else f"{path}: {e}")
+            continue
+        except OSError as e:
+            errors.append(f"{path}: {e.strerror or e}")
+            continue
+        ok.append(str(path))
+        hashes.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    return feats, ok, hashes, errors
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from .store import TemplateStore
+    from .verifier import Verifier
+
+    if not args.writer.strip():
+        raise CLIError("--writer needs a non-empty name")
+    verifier = Verifier.from_checkpoint(args.model)
+    feats, ok, hashes, errors = _read_for_model(args.files, verifier)
+    if errors:
+        _report_errors(errors)
+        raise CLIError(f"nothing enrolled for writer {args.writer!r}: every reference must be usable")
+    emb = verifier.embed_features(feats)
+    with TemplateStore(args.store, verifier.fingerprint) as store:
+        added = store.add(args.writer, emb, ok, hashes, replace=args.replace)
+        total = len(store.template_embeddings(args.writer))
+    print(f"enrolled {added} reference(s) for writer {args.writer} in {args.store} ({total} in all)")
+    return EXIT_OK
+
+
+def _threshold(args: argparse.Namespace, verifier) -> tuple[float, str]:
+    """The decision threshold and where it came from: explicit, at a FAR, or the model's EER point."""
+    if args.threshold is not None:
+        import math
+
+        if not math.isfinite(args.threshold):
+            raise CLIError("--threshold must be a finite number")
+        return args.threshold, "explicit"
+    if args.far is not None:
+        return verifier.threshold(args.far), f"FAR {args.far:g} on the model's validation scores"
+    return verifier.threshold(), "EER point on the model's validation scores"
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .store import TemplateStore
+    from .verifier import Verifier
+
+    if bool(args.store) == bool(args.references):
+        raise CLIError("give either --store S --writer W, or --references REF... -- FILE...")
+    if args.store and not args.writer:
+        raise CLIError("--store needs --writer W")
+    if not args.files:
+        raise CLIError("no query files" + (" (after --references REF..., put the queries after --)" if args.references else ""))
+    verifier = Verifier.from_checkpoint(args.model, strategy=args.strategy)
+    threshold, origin = _threshold(args, verifier)
+    if args.store:
+        with TemplateStore(args.store, verifier.fingerprint, create=False) as store:
+            template = verifier.template(args.writer, store.template_embeddings(args.writer), store.sources(args.writer))
+    else:
+        feats, ok, _, errors = _read_for_model(args.references, verifier)
+        if errors:
+            _report_errors(errors)
+            raise CLIError("every reference must be usable")
+        template = verifier.template(args.writer or "references", verifier.embed_features(feats), ok)
+    feats, ok, _, errors = _read_for_model(args.files, verifier)
+    scores = verifier.score_embeddings(template, verifier.embed_features(feats)) if feats else []
+    results = [{"file": f, "decision": "genuine" if sc >= threshold else "forgery", "accepted": bool(sc >= threshold),
+                "score": float(sc), "threshold": float(threshold)} for f, sc in zip(ok, scores)]
+    if args.json:
+        print(json.dumps({"model": args.model, "writer": template.writer, "references": template.n_references,
+                          "strategy": verifier.strategy, "threshold": threshold, "threshold_from": origin,
+                          "results": results, "errors": errors}, indent=2))
+    else:
+        for r in results:
+            print(f"{r['file']}  {r['decision']}  {r['score']:.6f}  {r['threshold']:.6f}")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if errors:
+        return EXIT_ERROR
+    return EXIT_OK if all(r["accepted"] for r in results) else EXIT_REJECTED
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .store import TemplateStore
+
+    when = lambda t: datetime.fromtimestamp(t).isoformat(timespec="seconds")  # noqa: E731
+    if args.action in ("show", "delete") and not args.writer:
+        raise CLIError(f"store {args.action} needs --writer W")
+    with TemplateStore(args.store, None, create=False) as store:
+        if args.action == "list":
+            meta, ws = store.meta(), store.writers()
+            print(f"{args.store}: {len(ws)} writer(s), model fingerprint {meta.get('model_fingerprint', '?')[:12]}, "
+                  f"{meta.get('embedding_dim', '?')}-d embeddings")
+            for w in ws:
+                print(f"{w.writer}  {w.n_references} reference(s)  updated {when(w.updated)}")
+        elif args.action == "show":
+            w, refs = store.info(args.writer)
+            spread = w.stats.get("mean_pairwise_cosine_distance")
+            print(f"writer {w.writer}: {w.n_references} reference(s), enrolled {when(w.created)}, updated {when(w.updated)}, "
+                  f"mean pairwise cosine distance {'n/a' if spread is None else f'{spread:.4f}'}")
+            for r in refs:
+                print(f"  #{r.id}  {r.source}  sha256 {r.sha256[:12]}  added {when(r.added)}")
+        else:
+            n = store.delete(args.writer)
+            print(f"deleted writer {args.writer} and {n} reference(s) from {args.store}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -228,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tdnn-siamese",
         description="Online signature verification with Siamese time-delay neural networks (Bromley et al. 1994).",
-        epilog="Exit codes: 0 success, 2 error, 130 interrupted. Formats and corpora: see data/README.md.",
+        epilog="Exit codes: 0 success, 2 error, 130 interrupted; verify: 0 all accepted, 1 any rejected, 2 error. "
+        "Formats and corpora: see data/README.md.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-v) or details (-vv) to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -261,6 +389,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=null (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its saved settings")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("enroll", help="enroll a writer: embed reference signatures into a template store",
+                       description="Embed reference signatures with a model and add them to a writer's template in an "
+                       "SQLite store (created if new). All files must be usable, or nothing is enrolled.")
+    p.add_argument("--model", required=True, help="model file (model.pt from train)")
+    p.add_argument("--store", required=True, help="template store file (SQLite), created if missing")
+    p.add_argument("--writer", required=True, help="writer name")
+    p.add_argument("--replace", action="store_true", help="replace the writer's references instead of adding to them")
+    p.add_argument("files", nargs="+", metavar="FILE", help="reference signature files")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("verify", help="genuine or forgery: score query signatures against a writer",
+                       description="Score each query against an enrolled writer (--store S --writer W) or against "
+                       "reference files given directly (--references REF... -- FILE...). Accept when score >= threshold. "
+                       "Prints FILE  genuine|forgery  score  threshold per query.",
+                       epilog="Exit codes: 0 every query accepted as genuine, 1 any rejected, 2 an error (like grep).")
+    p.add_argument("--model", required=True, help="model file (model.pt from train)")
+    p.add_argument("--store", help="template store file")
+    p.add_argument("--writer", help="enrolled writer to verify against (with --store)")
+    p.add_argument("--references", nargs="+", metavar="REF", help="reference files instead of a store; end the list with --")
+    p.add_argument("--strategy", choices=["mean", "nearest", "centroid", "gaussian", "wnorm"],
+                   help="scoring strategy (default: the model's, chosen on validation writers)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, help="explicit decision threshold")
+    g.add_argument("--far", type=float, help="threshold at this false-accept rate on the model's validation forgeries, e.g. 0.01")
+    p.add_argument("--json", action="store_true", help="print JSON instead of one line per query")
+    p.add_argument("files", nargs="*", metavar="FILE", help="query signature files")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("store", help="list, show or delete writers of a template store")
+    p.add_argument("action", choices=["list", "show", "delete"])
+    p.add_argument("--store", required=True, help="template store file")
+    p.add_argument("--writer", help="writer (for show and delete)")
+    p.set_defaults(func=cmd_store)
 
     p = sub.add_parser("demo", help="the main job on a corpus (default: the bundled synthetic sample)")
     p.add_argument("--data", default="data/sample", help="corpus folder (default: data/sample)")

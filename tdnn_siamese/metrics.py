@@ -58,3 +58,24 @@ def eer(genuine, impostor) -> tuple[float, float]:
     a = diff[k - 1] / (diff[k - 1] - diff[k])
     j = k if abs(diff[k]) < abs(diff[k - 1]) and np.isfinite(t[k]) else k - 1
     return float(far[k - 1] + a * (far[k] - far[k - 1])), float(t[j])
+
+
+def threshold_at_far(impostor, far: float) -> float:
+    """The lowest threshold whose false-accept rate is at most ``far``.
+
+    The lowest such threshold accepts the most genuine signatures. It is an
+    observed impostor score, the next float above one (to reject it), or
+    the lowest score when ``far`` is 1.
+
+    >>> threshold_at_far([0.1, 0.2, 0.3, 0.4], 0.25)   # accepts only 0.4
+    0.30000000000000004
+    >>> threshold_at_far([0.1, 0.2, 0.3, 0.4], 0.0) > 0.4
+    True
+    """
+    i = np.sort(_scores("impostor", impostor))
+    if not 0.0 <= far <= 1.0:
+        raise ValueError(f"a false-accept rate is between 0 and 1, got {far}")
+    u = np.unique(i)
+    cand = np.concatenate([u[:1], np.nextafter(u, np.inf)])
+    rate = (len(i) - np.searchsorted(i, cand, side="left")) / len(i)
+    return float(cand[int(np.argmax(rate <= far + 1e-12))])

@@ -26,8 +26,10 @@ Presets (``TDNNConfig.preset``):
 
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) hold everything
 needed to use a model: format version, model and feature configs, weights,
-the calibrated threshold, calibration scores and provenance. They are written
-atomically and read with ``torch.load(weights_only=True)``.
+the default scoring strategy and its calibrated threshold, validation scores
+for every scoring strategy (``calibration[strategy][kind]``) and provenance.
+They are written atomically and read with ``torch.load(weights_only=True)``.
+Version 1 files (one strategy, ``mean``) are still read.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from .features import FeatureConfig
 from .formats import InputError
 
 FORMAT = "tdnn-siamese"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bromley": dict(channels=(12, 16), kernels=(11, 10), strides=(3, 3), dilations=(1, 1), padding="valid",
@@ -205,7 +207,7 @@ class Checkpoint:
     distance: str
     threshold: float
     scoring: str
-    calibration: dict[str, list[float]]
+    calibration: dict[str, dict[str, list[float]]]
     provenance: dict[str, Any]
     path: str
 
@@ -218,7 +220,7 @@ def save_checkpoint(
     distance: str,
     threshold: float,
     scoring: str,
-    calibration: dict[str, list[float]],
+    calibration: dict[str, dict[str, list[float]]],
     provenance: dict[str, Any],
 ) -> None:
     """Write a self-contained model file atomically (temp file + rename)."""
@@ -231,7 +233,7 @@ def save_checkpoint(
         "distance": distance,
         "threshold": float(threshold),
         "scoring": scoring,
-        "calibration": {k: [float(x) for x in v] for k, v in calibration.items()},
+        "calibration": {s: {k: [float(x) for x in v] for k, v in c.items()} for s, c in calibration.items()},
         "provenance": json.loads(json.dumps(provenance, default=str)),  # plain types only: weights_only loading
     }
     buf = io.BytesIO()
@@ -250,8 +252,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(path, f"not a readable tdnn-siamese model file ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(path, "not a tdnn-siamese model file (no 'format: tdnn-siamese' marker)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(path, f"model file format version {payload.get('format_version')!r}; this version reads {FORMAT_VERSION}")
+    version = payload.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise CheckpointError(path, f"model file format version {version!r}; this version reads 1 and {FORMAT_VERSION}")
     try:
         cfg = TDNNConfig.from_dict(payload["model_config"])
         fcfg = FeatureConfig.from_dict(payload["feature_config"])
@@ -263,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             distance=str(payload["distance"]),
             threshold=float(payload["threshold"]),
             scoring=str(payload["scoring"]),
-            calibration={k: list(v) for k, v in payload["calibration"].items()},
+            calibration=_calibration(payload["calibration"], version),
             provenance=dict(payload["provenance"]),
             path=str(path),
         )
@@ -272,6 +275,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if fcfg.n_features != cfg.n_features:
         raise CheckpointError(path, f"feature set has {fcfg.n_features} channels but the model expects {cfg.n_features}")
     return ckpt
+
+
+def _calibration(raw: dict, version: int) -> dict[str, dict[str, list[float]]]:
+    """``{strategy: {kind: scores}}``; version 1 stored one strategy's ``{kind: scores}`` (``mean``)."""
+    if version == 1:
+        raw = {"mean": raw}
+    return {str(s): {str(k): [float(x) for x in v] for k, v in c.items()} for s, c in raw.items()}
 
 
 # --------------------------------------------------------------------------- batching

@@ -10,13 +10,15 @@ protocol and records their EER. Epoch 0 validates the initial weights, so
 the table shows what training adds. With ``ema > 0`` (the default) the
 validated and kept weights are an exponential moving average of the
 trained ones, which smooths the epoch-to-epoch swings a small training set
-causes. The epoch with the lowest validation EER (skilled forgeries when
-there are any, else random ones) is kept; training stops after ``patience``
+causes. Validation scores every strategy of :mod:`tdnn_siamese.verifier`
+and keeps the best one's EER; the epoch with the lowest validation EER
+(skilled forgeries when there are any, else random ones) is kept, with
+that strategy as the model's default; training stops after ``patience``
 epochs without improvement. ``RUN_DIR`` gets:
 
 - ``model.pt``: the best model so far, self-contained (see
   :func:`tdnn_siamese.model.save_checkpoint`), threshold at the validation EER;
-- ``metrics.csv``: one row per epoch (loss, validation EERs, seconds);
+- ``metrics.csv``: one row per epoch (loss, validation EERs, best strategy, seconds);
 - ``config.json``: the resolved configuration;
 - ``train_state.pt``: what ``--resume`` needs to continue after a crash.
 
@@ -56,12 +58,12 @@ from .metrics import eer
 from .model import TDNN, TDNNConfig, embed_all, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import sk_protocol
-from .verifier import template_scores
+from .verifier import MIN_REFERENCES, STRATEGIES, template_scores
 
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "tdnn-siamese-train-state"
-METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "seconds", "best"]
+METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "strategy", "seconds", "best"]
 
 
 @dataclass(frozen=True)
@@ -214,36 +216,60 @@ def input_stats(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass(frozen=True)
 class Validation:
+    """Validation of one set of weights: the best scoring strategy's EERs, its threshold, every strategy's scores."""
+
     eer_skilled: float  # NaN when there are no skilled forgeries
     eer_random: float
     threshold: float
-    scores: dict[str, list[float]]
+    strategy: str
+    scores: dict[str, dict[str, list[float]]]  # strategy -> kind -> scores
+    separation: float  # d' between genuine and impostor scores: breaks ties between equal EERs
 
     @property
-    def key(self) -> tuple[float, float]:
-        """Model selection: skilled EER first (when there is one), then random EER."""
-        return (self.eer_random if np.isnan(self.eer_skilled) else self.eer_skilled, self.eer_random)
+    def key(self) -> tuple[float, float, float]:
+        """Model selection: skilled EER first (when there is one), then random EER, then larger separation."""
+        return (self.eer_random if np.isnan(self.eer_skilled) else self.eer_skilled, self.eer_random, -self.separation)
+
+
+def dprime(genuine: list[float], impostor: list[float]) -> float:
+    """Separation of two score sets in pooled standard deviations, (mean_g - mean_i) / sqrt((var_g + var_i) / 2)."""
+    g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+    return float((g.mean() - i.mean()) / max(np.sqrt((g.var() + i.var()) / 2), 1e-12))
 
 
 def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
-    """S_k protocol on the validation writers; scores are mean similarity to the references."""
+    """S_k protocol on the validation writers, scored with every strategy of :mod:`tdnn_siamese.verifier`.
+
+    The strategy with the lowest EER (skilled, then random; the earlier one in
+    ``STRATEGIES`` on a tie) is the model's default; its EER threshold is the
+    model's threshold.
+    """
     val_table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
     counts = val_table[val_table.label == "genuine"].groupby("writer").size()
     k = max(1, min(cfg.train.val_k, int(counts.max()) - 1))
     proto = sk_protocol(val_table, k)
     dist = Distance(cfg.train.distance)
-    scores: dict[str, list[float]] = {"genuine": [], "skilled": [], "random": []}
+    usable = [s for s in STRATEGIES if MIN_REFERENCES[s] <= k]
+    scores: dict[str, dict[str, list[float]]] = {s: {"genuine": [], "skilled": [], "random": []} for s in usable}
     for w, refs in proto.references.items():
         t = proto.trials[proto.trials.writer == w]
-        s = template_scores(emb[refs], emb[t["query"].tolist()], dist).tolist()
-        for kind, v in zip(t["kind"], s):
-            scores[kind].append(v)
-    if not scores["genuine"]:
+        queries = emb[t["query"].tolist()]
+        for strategy in usable:
+            for kind, v in zip(t["kind"], template_scores(emb[refs], queries, dist, strategy).tolist()):
+                scores[strategy][kind].append(v)
+    if not scores["mean"]["genuine"]:
         raise ConfigError("validation writers have no genuine trials; they need more than val_k genuine signatures")
-    e_skl, t_skl = eer(scores["genuine"], scores["skilled"]) if scores["skilled"] else (float("nan"), float("nan"))
-    e_rnd, t_rnd = eer(scores["genuine"], scores["random"]) if scores["random"] else (float("nan"), float("nan"))
-    return Validation(e_skl, e_rnd, t_skl if scores["skilled"] else t_rnd, scores)
+    best = None
+    for strategy in usable:
+        sc = scores[strategy]
+        e_skl, t_skl = eer(sc["genuine"], sc["skilled"]) if sc["skilled"] else (float("nan"), float("nan"))
+        e_rnd, t_rnd = eer(sc["genuine"], sc["random"]) if sc["random"] else (float("nan"), float("nan"))
+        v = Validation(e_skl, e_rnd, t_skl if sc["skilled"] else t_rnd, strategy, scores,
+                       dprime(sc["genuine"], sc["skilled"] or sc["random"]) if sc["skilled"] or sc["random"] else 0.0)
+        if best is None or v.key < best.key:
+            best = v
+    return best
 
 
 # --------------------------------------------------------------------------- the loop
@@ -368,12 +394,12 @@ def train(
         improved = best is None or val.key < tuple(best["key"])
         if improved:
             best = {"key": list(val.key), "epoch": epoch, "state": {k: v.clone() for k, v in kept.state_dict().items()},
-                    "threshold": val.threshold, "scores": val.scores}
+                    "threshold": val.threshold, "strategy": val.strategy, "scores": val.scores}
             bad = 0
         else:
             bad += 1
         rows.append({"epoch": epoch, "train_loss": round(mean_loss, 6), "val_eer_skilled": round(val.eer_skilled, 6),
-                     "val_eer_random": round(val.eer_random, 6), "seconds": round(time.perf_counter() - t0, 2), "best": improved})
+                     "val_eer_random": round(val.eer_random, 6), "strategy": val.strategy, "seconds": round(time.perf_counter() - t0, 2), "best": improved})
         done = bad >= tc.patience or epoch == tc.epochs
         _finish_epoch(out, encoder, averaged, opt, cfg, prep, data, epoch, rows, best, bad, done, improved)
         if progress:
@@ -424,7 +450,7 @@ def _finish_epoch(out: Path, encoder: TDNN, averaged: TDNN | None, opt: torch.op
         best_encoder = _new_encoder(cfg.model, 0)
         best_encoder.load_state_dict(best["state"])
         save_checkpoint(out / "model.pt", best_encoder, cfg.features, distance=cfg.train.distance, threshold=best["threshold"],
-                        scoring="mean", calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"]))
+                        scoring=best["strategy"], calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"]))
     _write_metrics(out / "metrics.csv", rows)
     _save_bytes(out / "train_state.pt", {
         "format": STATE_FORMAT, "config": json.dumps(cfg.to_dict(), sort_keys=True), "fingerprint": prep.fingerprint,

@@ -1,24 +1,254 @@
-"""Scoring a query against a writer's reference embeddings (higher = more genuine).
+"""Enrollment and verification: a writer's template, scores, decisions.
 
-Scoring strategies (``STRATEGIES``):
+Usage::
 
-- ``mean``: mean similarity of the query to the references.
+    v = Verifier.from_checkpoint("run/model.pt")
+    template = v.enroll("alice", [read_signature(p) for p in reference_files])
+    decision = v.verify(template, read_signature("query.csv"))   # Decision(accepted, score, threshold)
 
-The enroll/verify API joins this module with issue #4.
+A *template* is the writer's reference embeddings (K, D); every strategy's
+statistics are computed from them. Every score means *higher = more genuine*
+and the decision rule is always ``score >= threshold``.
+
+Scoring strategies (``STRATEGIES``), over the similarity ``s = to_score(distance)``
+(cosine similarity, or minus the Euclidean distance):
+
+- ``mean``: mean similarity of the query to the K references.
+- ``nearest``: similarity to the closest reference.
+- ``centroid``: similarity to the mean reference embedding (for cosine, the
+  mean of the unit-length references).
+- ``gaussian``: Bromley et al. (1994, sec. 5): a diagonal Gaussian fitted to
+  the reference embeddings (unit-length for cosine); the score is the
+  query's log-likelihood per dimension. We differ in one respect: with 5
+  references a per-dimension variance is noisy, so each is shrunk half-way
+  towards the writer's mean variance (and floored), which keeps one
+  near-constant dimension from dominating.
+- ``wnorm``: writer normalisation, as strong DTW systems do: the query's mean
+  distance to the references divided by the mean distance among the
+  references themselves, negated (1 = as far as the references are from
+  each other; 0 = identical).
+
+``gaussian`` and ``wnorm`` need at least two references. A model file stores
+validation scores for every strategy; its default strategy is the one with
+the lowest validation EER, and a threshold for any strategy or false-accept
+rate is calibrated on those stored scores (:meth:`Verifier.threshold`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .distances import Distance, to_score
+from .features import FeatureConfig, extract
+from .metrics import eer, threshold_at_far
+from .model import TDNN, load_checkpoint, embed_all
+from .signature import Signature
 
-STRATEGIES = ("mean",)
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm")
+MIN_REFERENCES = {"mean": 1, "nearest": 1, "centroid": 1, "gaussian": 2, "wnorm": 2}
+_EPS = 1e-6
+
+
+class VerifierError(ValueError):
+    """A verification request that cannot be answered (too few references, another model's template...)."""
+
+
+# --------------------------------------------------------------------------- scores
 
 
 def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distance, strategy: str = "mean") -> torch.Tensor:
-    """Scores (Q,) of queries (Q, D) against one writer's references (K, D)."""
+    """Scores (Q,) of queries (Q, D) against one writer's references (K, D); higher = more genuine.
+
+    >>> refs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> template_scores(refs, torch.tensor([[1.0, 0.0]]), Distance("cosine"), "nearest").tolist()
+    [1.0]
+    >>> template_scores(refs, torch.tensor([[1.0, 0.0]]), Distance("cosine"), "mean").tolist()
+    [0.5]
+    """
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown scoring strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    s = to_score(distance.matrix(queries, refs), distance)  # (Q, K)
-    return s.mean(dim=1)
+        raise VerifierError(f"unknown scoring strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    k = refs.shape[0]
+    if k < MIN_REFERENCES[strategy]:
+        raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; the template has {k}")
+    if strategy in ("mean", "nearest"):
+        s = to_score(distance.matrix(queries, refs), distance)  # (Q, K)
+        return s.mean(dim=1) if strategy == "mean" else s.max(dim=1).values
+    if strategy == "centroid":
+        c = (F.normalize(refs, dim=-1) if distance.kind == "cosine" else refs).mean(dim=0, keepdim=True)  # (1, D)
+        return to_score(distance.matrix(queries, c), distance)[:, 0]
+    if strategy == "gaussian":
+        r, q = (F.normalize(refs, dim=-1), F.normalize(queries, dim=-1)) if distance.kind == "cosine" else (refs, queries)
+        mu, var = r.mean(dim=0), r.var(dim=0, unbiased=True)  # (D,), (D,)
+        var = 0.5 * var + 0.5 * var.mean() + _EPS
+        return -0.5 * (((q - mu) ** 2) / var + torch.log(2 * torch.pi * var)).mean(dim=1)
+    # wnorm: distances (>= 0, smaller = closer) relative to the spread among the references
+    rho = lambda a, b: 1.0 - distance.matrix(a, b) if distance.kind == "cosine" else distance.matrix(a, b)  # noqa: E731
+    within = rho(refs, refs)[~torch.eye(k, dtype=torch.bool)].clamp_min(0).mean()
+    return -rho(queries, refs).clamp_min(0).mean(dim=1) / within.clamp_min(_EPS)
+
+
+# --------------------------------------------------------------------------- templates and decisions
+
+
+@dataclass(frozen=True)
+class Template:
+    """A writer's enrolled references: embeddings (K, D) float32 and where they came from."""
+
+    writer: str
+    embeddings: np.ndarray
+    sources: tuple[str, ...]
+    model_fingerprint: str
+
+    def __post_init__(self) -> None:
+        if self.embeddings.ndim != 2 or len(self.embeddings) == 0:
+            raise VerifierError(f"writer {self.writer!r}: a template needs at least one reference embedding")
+
+    @property
+    def n_references(self) -> int:
+        return len(self.embeddings)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one query: accepted iff ``score >= threshold``."""
+
+    accepted: bool
+    score: float
+    threshold: float
+
+
+def model_fingerprint(encoder: TDNN, feature_config: FeatureConfig, distance: str) -> str:
+    """SHA-256 of what makes embeddings comparable: architecture, weights, features, distance."""
+    h = hashlib.sha256()
+    h.update(repr(sorted(encoder.cfg.to_dict().items())).encode())
+    h.update(repr(sorted(feature_config.to_dict().items())).encode())
+    h.update(distance.encode())
+    for name, t in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Verifier:
+    """A trained encoder plus its scoring rule and calibrated thresholds.
+
+    Parameters
+    ----------
+    encoder, feature_config, distance
+        The model (as in a checkpoint).
+    strategy
+        Scoring strategy (``STRATEGIES``).
+    calibration
+        ``{strategy: {"genuine": [...], "skilled": [...], "random": [...]}}``,
+        validation scores used to set thresholds.
+    """
+
+    def __init__(self, encoder: TDNN, feature_config: FeatureConfig, distance: str, strategy: str,
+                 calibration: dict[str, dict[str, list[float]]], source: str = ""):
+        if strategy not in STRATEGIES:
+            raise VerifierError(f"unknown scoring strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        self.encoder = encoder.eval()
+        self.feature_config = feature_config
+        self.distance = Distance(distance)
+        self.strategy = strategy
+        self.calibration = calibration
+        self.source = source
+        self.fingerprint = model_fingerprint(encoder, feature_config, distance)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, strategy: str | None = None) -> "Verifier":
+        """Load a model file; ``strategy`` defaults to the one the model chose on validation."""
+        ck = load_checkpoint(path)
+        return cls(ck.encoder, ck.feature_config, ck.distance, strategy or ck.scoring, ck.calibration, source=str(path))
+
+    # ---- thresholds
+
+    def threshold(self, far: float | None = None) -> float:
+        """The calibrated threshold of this strategy: at the validation EER, or at a false-accept rate.
+
+        Calibration impostors are the validation skilled forgeries when there
+        are any, else the random ones.
+        """
+        cal = self.calibration.get(self.strategy)
+        if not cal or not cal.get("genuine"):
+            raise VerifierError(f"{self.source or 'the model'} holds no validation scores for strategy {self.strategy!r}; "
+                                "give an explicit threshold")
+        impostor = cal.get("skilled") or cal.get("random")
+        if not impostor:
+            raise VerifierError(f"{self.source or 'the model'} holds no impostor validation scores; give an explicit threshold")
+        if far is None:
+            return eer(cal["genuine"], impostor)[1]
+        if not 0.0 <= far <= 1.0:
+            raise VerifierError(f"a false-accept rate is between 0 and 1, got {far}")
+        if far and far < 1.0 / len(impostor):
+            logger.warning("FAR %.4g is finer than the %d validation impostor scores resolve (1/%d)", far, len(impostor), len(impostor))
+        return threshold_at_far(impostor, far)
+
+    # ---- embeddings
+
+    def features(self, signature: Signature) -> torch.Tensor:
+        """The feature sequence (T, F) of one signature (raises FeatureError when it has none)."""
+        return torch.from_numpy(extract(signature, self.feature_config))
+
+    def embed_features(self, feats: Sequence[torch.Tensor]) -> np.ndarray:
+        """Embeddings (N, D) float32 of N feature sequences, batched."""
+        if not len(feats):
+            return np.empty((0, self.encoder.cfg.output_dim), np.float32)
+        return embed_all(self.encoder, list(feats)).numpy().astype(np.float32)
+
+    def embed(self, signatures: Sequence[Signature]) -> np.ndarray:
+        """Embeddings (N, D) float32 of N signatures."""
+        return self.embed_features([self.features(s) for s in signatures])
+
+    # ---- the API
+
+    def enroll(self, writer: str, signatures: Sequence[Signature]) -> Template:
+        """A template from K >= 1 reference signatures."""
+        if not signatures:
+            raise VerifierError(f"writer {writer!r}: no reference signatures to enroll")
+        return self.template(writer, self.embed(signatures), tuple(s.source or "" for s in signatures))
+
+    def template(self, writer: str, embeddings: np.ndarray, sources: Sequence[str] = ()) -> Template:
+        """A template from reference embeddings made by this model."""
+        return Template(writer, np.asarray(embeddings, np.float32), tuple(sources), self.fingerprint)
+
+    def check(self, template: Template) -> None:
+        """Refuse a template made by another model."""
+        if template.model_fingerprint != self.fingerprint:
+            raise VerifierError(f"writer {template.writer!r} was enrolled with another model (fingerprint "
+                                f"{template.model_fingerprint[:12]}, this model {self.fingerprint[:12]}); enroll again with this model")
+
+    def score_embeddings(self, template: Template, queries: np.ndarray) -> np.ndarray:
+        """Scores (Q,) of query embeddings (Q, D) against a template."""
+        self.check(template)
+        with torch.no_grad():
+            s = template_scores(torch.from_numpy(template.embeddings), torch.as_tensor(queries, dtype=torch.float32),
+                                self.distance, self.strategy)
+        return s.numpy().astype(np.float64)
+
+    def score_many(self, template: Template, signatures: Sequence[Signature]) -> np.ndarray:
+        """Scores (Q,) of Q query signatures, embedded in one batch."""
+        return self.score_embeddings(template, self.embed(signatures))
+
+    def score(self, template: Template, signature: Signature) -> float:
+        """The score of one query (higher = more genuine)."""
+        return float(self.score_many(template, [signature])[0])
+
+    def verify_many(self, template: Template, signatures: Sequence[Signature], threshold: float | None = None) -> list[Decision]:
+        """Decisions for many queries; ``threshold`` defaults to the calibrated EER threshold."""
+        t = self.threshold() if threshold is None else float(threshold)
+        return [Decision(bool(s >= t), float(s), t) for s in self.score_many(template, signatures)]
+
+    def verify(self, template: Template, signature: Signature, threshold: float | None = None) -> Decision:
+        """Genuine or forgery for one query: ``Decision(accepted, score, threshold)``."""
+        return self.verify_many(template, [signature], threshold)[0]

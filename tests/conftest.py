@@ -46,3 +46,17 @@ def make_signature(n: int = 50, seed: int = 0, channels: bool = True, **meta) ->
     if channels:
         extra = {"pressure": rng.uniform(100, 900, n).round(), "azimuth": rng.uniform(0, 3600, n).round(), "altitude": rng.uniform(300, 900, n).round()}
     return Signature(t=t, x=x.round(2), y=y.round(2), pen_down=down, **extra, **meta)
+
+
+SMALL_TRAIN = ["--set", "train.pairs_per_epoch=192", "--set", "train.batch_size=32", "--set", "model.channels=[16,16,16,16,32]",
+               "--set", "model.embedding_dim=16"]
+
+
+@pytest.fixture(scope="session")
+def sample_model(tmp_path_factory) -> Path:
+    """A small modern TDNN trained for 2 epochs on the bundled sample (a few seconds)."""
+    from tdnn_siamese.cli import main
+
+    out = tmp_path_factory.mktemp("sample_run") / "run"
+    assert main(["train", "--data", str(SAMPLE), "--out", str(out), "--epochs", "2", *SMALL_TRAIN]) == 0
+    return out / "model.pt"

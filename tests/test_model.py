@@ -115,7 +115,7 @@ def test_config_presets_and_strictness():
 
 def _save(path, enc=None, **over):
     enc = enc or encoder()
-    kw = dict(distance="cosine", threshold=0.25, scoring="mean", calibration={"genuine": [0.9], "skilled": [0.1]},
+    kw = dict(distance="cosine", threshold=0.25, scoring="mean", calibration={"mean": {"genuine": [0.9], "skilled": [0.1]}},
               provenance={"seed": 0, "data_fingerprint": "abc"})
     save_checkpoint(path, enc, FeatureConfig(n_steps=None), **{**kw, **over})
     return enc
@@ -126,10 +126,20 @@ def test_checkpoint_round_trip_is_self_contained(tmp_path):
     ck = load_checkpoint(tmp_path / "model.pt")
     assert ck.encoder.cfg == enc.cfg and ck.feature_config == FeatureConfig(n_steps=None)
     assert (ck.threshold, ck.distance, ck.scoring) == (0.25, "cosine", "mean")
-    assert ck.calibration == {"genuine": [0.9], "skilled": [0.1]} and ck.provenance["seed"] == 0
+    assert ck.calibration == {"mean": {"genuine": [0.9], "skilled": [0.1]}} and ck.provenance["seed"] == 0
     x = torch.randn(2, 77, 8)
     torch.testing.assert_close(ck.encoder(x), enc(x))
     assert not ck.encoder.training
+
+
+def test_version_1_files_are_read_as_the_mean_strategy(tmp_path):
+    enc = _save(tmp_path / "model.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload.update(format_version=1, calibration={"genuine": [0.9], "skilled": [0.1]})
+    torch.save(payload, tmp_path / "v1.pt")
+    ck = load_checkpoint(tmp_path / "v1.pt")
+    assert ck.calibration == {"mean": {"genuine": [0.9], "skilled": [0.1]}} and ck.scoring == "mean"
+    torch.testing.assert_close(ck.encoder.state_dict()["convs.0.weight"], enc.state_dict()["convs.0.weight"])
 
 
 def test_bad_model_files_give_clear_errors(tmp_path):

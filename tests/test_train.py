@@ -14,10 +14,9 @@ from tdnn_siamese.config import ConfigError
 from tdnn_siamese.model import load_checkpoint
 from tdnn_siamese.train import RunConfig, apply_sets
 
-from .conftest import SAMPLE
+from .conftest import SAMPLE, SMALL_TRAIN
 
-SMALL = ["--set", "train.pairs_per_epoch=192", "--set", "train.batch_size=32", "--set", "model.channels=[16,16,16,16,32]",
-         "--set", "model.embedding_dim=16"]
+SMALL = SMALL_TRAIN
 
 
 def weights(run):
@@ -36,13 +35,14 @@ def test_train_default_settings_on_the_sample(tmp_path, capsys):
     for run in ("a", "b"):
         assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "2"]) == 0
     metrics = pd.read_csv(tmp_path / "a" / "metrics.csv")
-    assert metrics.columns.tolist() == ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "seconds", "best"]
+    assert metrics.columns.tolist() == ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "strategy", "seconds", "best"]
     assert metrics["epoch"].tolist() == [0, 1, 2]  # epoch 0 validates the initial weights
     ck = load_checkpoint(tmp_path / "a" / "model.pt")
     assert ck.provenance["seed"] == 0 and len(ck.provenance["data_fingerprint"]) == 64
     assert ck.provenance["torch_version"] == torch.__version__ and ck.provenance["package_version"]
     assert not set(ck.provenance["train_writers"]) & set(ck.provenance["val_writers"])
-    assert ck.calibration["genuine"] and ck.calibration["skilled"]
+    assert set(ck.calibration) == {"mean", "nearest", "centroid", "gaussian", "wnorm"} and ck.scoring in ck.calibration
+    assert all(c["genuine"] and c["skilled"] and c["random"] for c in ck.calibration.values())
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
     assert "validation EER" in capsys.readouterr().out
 

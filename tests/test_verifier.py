@@ -1,0 +1,165 @@
+"""Scoring strategies against plain-loop references, thresholds, templates, the enroll/verify round trip."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tdnn_siamese import datasets
+from tdnn_siamese.distances import Distance
+from tdnn_siamese.metrics import eer, threshold_at_far
+from tdnn_siamese.model import TDNN, TDNNConfig
+from tdnn_siamese.features import FeatureConfig
+from tdnn_siamese.verifier import STRATEGIES, Decision, Verifier, VerifierError, template_scores
+
+from .conftest import SAMPLE
+
+
+def _cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def _euc(a, b):
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+
+
+def _unit(a):
+    n = math.sqrt(sum(x * x for x in a))
+    return [x / n for x in a]
+
+
+def reference_score(refs, q, kind, strategy):
+    """Slow, obvious versions of each strategy on Python lists."""
+    sim = (lambda a, b: _cos(a, b)) if kind == "cosine" else (lambda a, b: -_euc(a, b))
+    rho = (lambda a, b: 1 - _cos(a, b)) if kind == "cosine" else _euc
+    if strategy == "mean":
+        return sum(sim(q, r) for r in refs) / len(refs)
+    if strategy == "nearest":
+        return max(sim(q, r) for r in refs)
+    if strategy == "centroid":
+        rr = [_unit(r) for r in refs] if kind == "cosine" else refs
+        c = [sum(col) / len(rr) for col in zip(*rr)]
+        return sim(q, c)
+    if strategy == "gaussian":
+        rr, qq = ([_unit(r) for r in refs], _unit(q)) if kind == "cosine" else (refs, q)
+        d, k = len(qq), len(rr)
+        mu = [sum(r[j] for r in rr) / k for j in range(d)]
+        var = [sum((r[j] - mu[j]) ** 2 for r in rr) / (k - 1) for j in range(d)]
+        mean_var = sum(var) / d
+        var = [0.5 * v + 0.5 * mean_var + 1e-6 for v in var]
+        return sum(-0.5 * ((qq[j] - mu[j]) ** 2 / var[j] + math.log(2 * math.pi * var[j])) for j in range(d)) / d
+    within = [rho(a, b) for i, a in enumerate(refs) for j, b in enumerate(refs) if i != j]
+    return -(sum(rho(q, r) for r in refs) / len(refs)) / (sum(within) / len(within))
+
+
+@pytest.mark.parametrize("kind", ["cosine", "euclidean"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_matches_a_plain_loop(strategy, kind):
+    g = torch.Generator().manual_seed(3)
+    refs, queries = torch.randn(4, 6, generator=g, dtype=torch.float64), torch.randn(3, 6, generator=g, dtype=torch.float64)
+    got = template_scores(refs, queries, Distance(kind), strategy)
+    want = [reference_score(refs.tolist(), q, kind, strategy) for q in queries.tolist()]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "euclidean"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_higher_means_closer_to_the_references(strategy, kind):
+    g = torch.Generator().manual_seed(0)
+    centre = torch.randn(8, generator=g) * 3
+    refs = centre + 0.1 * torch.randn(5, 8, generator=g)
+    near = centre + 0.1 * torch.randn(1, 8, generator=g)
+    far = -centre + 0.1 * torch.randn(1, 8, generator=g)
+    s = template_scores(refs, torch.cat([near, far]), Distance(kind), strategy)
+    assert s[0] > s[1]
+    assert torch.isfinite(s).all()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_scores_ignore_reference_order_and_identical_references_stay_finite(strategy):
+    g = torch.Generator().manual_seed(1)
+    refs, q = torch.randn(5, 8, generator=g), torch.randn(2, 8, generator=g)
+    d = Distance("cosine")
+    torch.testing.assert_close(template_scores(refs, q, d, strategy), template_scores(refs.flip(0), q, d, strategy))
+    same = refs[:1].repeat(3, 1)
+    assert torch.isfinite(template_scores(same, q, d, strategy)).all()
+
+
+def test_strategies_needing_two_references_say_so():
+    with pytest.raises(VerifierError, match="at least 2 references"):
+        template_scores(torch.randn(1, 4), torch.randn(1, 4), Distance("cosine"), "gaussian")
+    with pytest.raises(VerifierError, match="unknown scoring strategy"):
+        template_scores(torch.randn(2, 4), torch.randn(1, 4), Distance("cosine"), "median")
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def brute_threshold_at_far(impostor, far):
+    for t in sorted(set(impostor) | {np.nextafter(v, np.inf) for v in impostor}):
+        if sum(v >= t for v in impostor) / len(impostor) <= far + 1e-12:
+            return t
+    raise AssertionError
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_threshold_at_far_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    imp = rng.integers(0, 6, rng.integers(1, 12)).astype(float).tolist()  # many ties
+    for far in (0.0, 0.01, 0.1, 0.25, 0.5, 1.0):
+        t = threshold_at_far(imp, far)
+        assert t == brute_threshold_at_far(imp, far)
+        assert np.mean(np.array(imp) >= t) <= far + 1e-12
+
+
+def _verifier(calibration, strategy="mean"):
+    torch.manual_seed(0)
+    enc = TDNN(TDNNConfig.from_preset("bromley", 8))
+    return Verifier(enc, FeatureConfig(), "cosine", strategy, calibration)
+
+
+def test_thresholds_come_from_the_stored_validation_scores():
+    cal = {"mean": {"genuine": [0.9, 0.8, 0.7, 0.6], "skilled": [0.1, 0.65, 0.3, 0.2], "random": [0.0]}}
+    v = _verifier(cal)
+    assert v.threshold() == eer(cal["mean"]["genuine"], cal["mean"]["skilled"])[1]
+    assert v.threshold(0.0) > 0.65 and v.threshold(0.25) == pytest.approx(0.3, abs=1e-9)
+    with pytest.raises(VerifierError, match="between 0 and 1"):
+        v.threshold(1.5)
+    with pytest.raises(VerifierError, match="no validation scores for strategy 'wnorm'"):
+        _verifier(cal, "wnorm").threshold()
+
+
+def test_templates_from_another_model_are_refused(sample_model):
+    v = Verifier.from_checkpoint(sample_model)
+    other = _verifier({})
+    t = other.template("w", np.ones((2, other.encoder.cfg.output_dim), np.float32))
+    with pytest.raises(VerifierError, match="enrolled with another model"):
+        v.score_embeddings(t, np.ones((1, 16), np.float32))
+    with pytest.raises(VerifierError, match="no reference signatures"):
+        v.enroll("w", [])
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_on_the_sample_genuines_score_higher_than_forgeries(sample_model):
+    """Acceptance: enroll 5 genuines, verify held-out genuines and skilled forgeries of the same writer."""
+    table = datasets.load(SAMPLE)
+    v = Verifier.from_checkpoint(sample_model)
+    writers = [w for w in datasets.writers(table)]
+    gaps = []
+    for w in writers:
+        rows = table[table.writer == w]
+        gen = [datasets.read_row(r) for r in rows[rows.label == "genuine"].sort_values("number").to_dict("records")]
+        skl = [datasets.read_row(r) for r in rows[rows.label == "skilled"].to_dict("records")]
+        template = v.enroll(w, gen[:5])
+        assert template.n_references == 5 and template.model_fingerprint == v.fingerprint
+        g, s = v.score_many(template, gen[5:]), v.score_many(template, skl)
+        assert np.isfinite(g).all() and np.isfinite(s).all()
+        gaps.append(g.mean() - s.mean())
+        d = v.verify(template, gen[5])
+        assert isinstance(d, Decision) and d.accepted == (d.score >= d.threshold) and d.score == pytest.approx(g[0], rel=1e-3, abs=1e-6)
+    assert gaps[0] > 0  # the writer the acceptance names: the first
+    assert np.mean(np.array(gaps) > 0) >= 0.9, pd.Series(gaps, index=writers)
