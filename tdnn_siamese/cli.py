@@ -31,10 +31,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .datasets import DatasetError
     from .features import FeatureError
+    from .evaluate import EvaluationError
     from .formats import InputError
+    from .protocols import ProtocolError
     from .verifier import VerifierError
 
-    return (CLIError, InputError, DatasetError, FeatureError, ConfigError, VerifierError, OSError)
+    return (CLIError, InputError, DatasetError, FeatureError, ConfigError, VerifierError, ProtocolError, EvaluationError, OSError)
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -150,6 +152,16 @@ class Progress:
             self._bar("features", done, total)
             if done == total and self.tty:
                 self.stream.write("\n")
+        elif event == "scoring":
+            done, total = args
+            self._bar("scoring writers", done, total)
+            if done == total and self.tty:
+                self.stream.write("\n")
+        elif event == "fold":
+            f, n, n_train, n_test = args
+            self.stream.write(f"== fold {f}/{n}: {n_train} training writers, {n_test} test writers "
+                              f"({time.perf_counter() - self.t0:.0f} s so far)\n")
+            self.stream.flush()
         elif event == "batch":
             epoch, done, total, loss = args
             self._bar(f"epoch {epoch:3d} loss {loss:.4f}", done, total)
@@ -207,13 +219,173 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole job on a corpus: check, train, evaluate on held-out writers, enroll and verify."""
+    from datetime import datetime
+
+    from . import datasets
+    from .evaluate import report, score_protocols, write_report
+    from .protocols import sk_protocols
+    from .store import TemplateStore
+    from .formats import read_signature
+    from .train import train
+    from .verifier import Verifier
+
+    t0 = time.perf_counter()
+    out = Path(args.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}")
+    if out.exists() and any(out.iterdir()):
+        raise CLIError(f"{out} exists and is not empty; choose another --out (nothing was overwritten)")
     cfg = _feature_config(args)
-    print(f"== 1/1 preprocessing the corpus at {args.data}")
-    n_ok, errors = _summarise_corpus(args.data, cfg)
+    print(f"== 1/5 reading and preprocessing the corpus at {args.data}")
+    _, errors = _summarise_corpus(args.data, cfg)
     if errors:
         return _report_errors(errors)
-    print(f"demo finished: {n_ok} signatures turned into feature sequences "
-          "(training, evaluation and verification join this demo as they land)")
+    table = datasets.load(args.data)
+    names = datasets.writers(table)
+    if len(names) < 6:
+        raise CLIError(f"{args.data}: the demo needs at least 6 writers (3 to train, 3 to test); it has {len(names)}")
+    train_w, test_w = datasets.split_writers(names, max(3, len(names) // 3), seed=args.seed)
+    manifest = datasets.write_manifest(table[table.writer.isin(train_w)].to_dict("records"), out / "train" / "manifest.csv")
+    print(f"\n== 2/5 training a Siamese TDNN on {len(train_w)} writers (validation writers taken from them); "
+          f"{len(test_w)} writers held out for testing: {', '.join(test_w)}")
+    run_cfg = _run_config(argparse.Namespace(config=None, set=[], preset=None, loss=None, distance=None, epochs=args.epochs, seed=args.seed))
+    model_path = train(manifest.parent, out / "run", run_cfg, progress=Progress())
+    verifier = Verifier.from_checkpoint(model_path)
+    threshold = verifier.threshold()
+    print(f"model: {model_path} (scoring strategy {verifier.strategy}, threshold {threshold:.6g} at the validation EER)")
+
+    print("\n== 3/5 evaluating the held-out writers with protocol S05")
+    test = table[table.writer.isin(test_w)].reset_index(drop=True)
+    scores = score_protocols(verifier, test, sk_protocols(test, 5), Progress())
+    scores["threshold"] = threshold
+    rep = report(scores, {"method": "tdnn", "data": args.data, "protocol": "S05", "model": str(model_path),
+                          "protocol_text": f"{len(test_w)} writers held out from training; per writer the first 5 genuine "
+                                           "signatures are references; random forgeries are the other test writers' first genuine"})
+    write_report(out / "report", scores, rep)
+    _print_table(rep)
+
+    writer = test_w[0]
+    rows = test[test.writer == writer]
+    gen = rows[rows.label == "genuine"].sort_values(["session", "number"], na_position="last")["path"].tolist()
+    forg = rows[rows.label == "skilled"]["path"].tolist() or test[(test.writer != writer) & (test.label == "genuine")]["path"].tolist()[:1]
+    store_path = out / "templates.db"
+    print(f"\n== 4/5 enrolling writer {writer} with 5 genuine signatures into {store_path}")
+    _enroll(verifier, store_path, writer, gen[:5])
+    with TemplateStore(store_path, verifier.fingerprint, create=False) as store:
+        template = verifier.template(writer, store.template_embeddings(writer), store.sources(writer))
+    print(f"\n== 5/5 verifying one genuine signature and one forgery against writer {writer}")
+    for path, truth in ((gen[5], "genuine"), (forg[0], "skilled forgery" if len(rows[rows.label == "skilled"]) else "another writer")):
+        d = verifier.verify(template, read_signature(path))
+        print(f"{path}  {'genuine' if d.accepted else 'forgery'}  {d.score:.6f}  {d.threshold:.6f}   (truth: {truth})")
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Outputs in {out}/:\n"
+          f"  run/model.pt, run/metrics.csv       the trained model and its training curve\n"
+          f"  report/report.md, report/report.json, report/scores.csv\n"
+          f"  report/far_frr.png, report/det.png  FAR/FRR against threshold, DET curves\n"
+          f"  templates.db                        the template store (tdnn-siamese store list --store {store_path})")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- evaluate / experiment
+
+
+def _fresh_out(out: Path) -> None:
+    """Refuse to overwrite a report a user already has."""
+    if (out / "report.json").exists():
+        raise CLIError(f"{out} already holds a report; choose another --out (nothing was overwritten)")
+
+
+def _print_table(rep: dict) -> None:
+    from .evaluate import IMPOSTOR_KINDS
+
+    pct = lambda x: "n/a" if x is None else f"{100 * x:6.2f}%"  # noqa: E731
+    print(f"{rep.get('method', '')} {rep.get('protocol', '')}: {rep['n_writers']} writers, "
+          + ", ".join(f"{v} {k}" for k, v in rep["trials_per_draw"].items()) + " trials" + (f" x {rep['draws']} draws" if rep["draws"] > 1 else ""))
+    print(f"{'forgeries':<10} {'EER global':>11} {'EER writer':>11} {'FRR@FAR1%':>10} {'FRR@FAR10%':>11} {'AUC':>7}  calibrated FAR/FRR")
+    for kind in IMPOSTOR_KINDS:
+        r = rep["results"].get(kind)
+        if r is None:
+            print(f"{kind:<10} {'n/a (no ' + kind + ' trials)':>11}")
+            continue
+        g, cal = r["global"], r.get("calibrated")
+        print(f"{kind:<10} {pct(g['eer']):>11} {pct(r['writer_specific']['eer']):>11} {pct(g['frr_at_far_1']):>10} "
+              f"{pct(g['frr_at_far_10']):>11} {g['auc']:7.4f}  " + (f"{pct(cal['far']).strip()} / {pct(cal['frr']).strip()}" if cal else "n/a"))
+
+
+def _method(args: argparse.Namespace):
+    """The scorer of `evaluate`: a trained model (tdnn) or the DTW baseline."""
+    if args.method == "dtw":
+        if args.model:
+            raise CLIError("--method dtw takes no --model")
+        from .dtw import DTWConfig, DTWVerifier
+
+        return DTWVerifier(DTWConfig()), None
+    if not args.model:
+        raise CLIError("--method tdnn needs --model M (a model.pt from train)")
+    from .verifier import Verifier
+
+    v = Verifier.from_checkpoint(args.model, strategy=args.strategy)
+    return v, v.threshold()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import datasets
+    from .evaluate import report, score_protocols, write_report
+    from .protocols import parse_protocol, sk_protocols
+
+    out = Path(args.out)
+    _fresh_out(out)
+    k = parse_protocol(args.protocol)
+    method, threshold = _method(args)
+    table = datasets.load(args.data)
+    t = time.perf_counter()
+    scores = score_protocols(method, table, sk_protocols(table, k, args.draws, args.seed), Progress())
+    if threshold is not None:
+        scores["threshold"] = threshold
+    meta = {"method": args.method, "data": args.data, "data_fingerprint": datasets.fingerprint(table), "protocol": f"S{k:02d}",
+            "protocol_text": f"per writer the first {k} genuine signatures (session 1 first) are references"
+                             + (f", or {args.draws} random draws of {k}" if args.draws > 1 else "")
+                             + "; random forgeries are the first genuine signature of every other writer",
+            "model": args.model, "strategy": getattr(method, "strategy", None), "threshold": threshold}
+    if args.model:
+        from .model import load_checkpoint
+
+        trained_on = set(load_checkpoint(args.model).provenance.get("train_writers", [])) | set(
+            load_checkpoint(args.model).provenance.get("val_writers", []))
+        overlap = sorted(trained_on & set(map(str, table["writer"])))
+        if overlap:
+            meta["warning"] = f"{len(overlap)} evaluated writer name(s) were also training or validation writers of the model"
+            print(f"warning: {meta['warning']} (e.g. {', '.join(overlap[:3])}): these figures are not a held-out test", file=sys.stderr)
+    rep = report(scores, meta)
+    paths = write_report(out, scores, rep)
+    _print_table(rep)
+    print(f"evaluated in {time.perf_counter() - t:.0f} s; report: {paths['report.md']} (also scores.csv, report.json, far_frr.png, det.png)")
+    return EXIT_OK
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .evaluate import write_report
+    from .experiment import run_experiment
+    from .protocols import parse_protocol
+
+    out = Path(args.out)
+    ks = sorted({parse_protocol(p.strip()) for p in args.protocol.split(",") if p.strip()})
+    if not ks:
+        raise CLIError("--protocol needs at least one protocol, e.g. S05 or S05,S10")
+    folders = {k: out if len(ks) == 1 else out / f"S{k:02d}" for k in ks}
+    for d in folders.values():
+        _fresh_out(d)
+    if args.method == "dtw" and (args.config or args.set or any(getattr(args, f) is not None for f in ("preset", "loss", "distance", "epochs"))):
+        raise CLIError("training options apply to --method tdnn only")
+    cfg = _run_config(args) if args.method == "tdnn" else None
+    t = time.perf_counter()
+    results = run_experiment(args.data, out, method=args.method, folds=args.folds, ks=ks, draws=args.draws,
+                             seed=args.seed or 0, run_config=cfg, resume=args.resume, progress=Progress())
+    seconds = round(time.perf_counter() - t, 1)
+    for k, (scores, rep) in results.items():
+        rep["seconds"] = seconds
+        paths = write_report(folders[k], scores, rep)
+        _print_table(rep)
+        print(f"report: {paths['report.md']} (also scores.csv, report.json, far_frr.png, det.png)")
+    print(f"experiment finished in {seconds:.0f} s")
     return EXIT_OK
 
 
@@ -243,21 +415,27 @@ def _read_for_model(paths: Sequence[str], verifier) -> tuple[list, list[str], li
     return feats, ok, hashes, errors
 
 
-def cmd_enroll(args: argparse.Namespace) -> int:
+def _enroll(verifier, store_path: str | Path, writer: str, files: Sequence[str], replace: bool = False) -> tuple[int, int]:
+    """Embed reference files and add them to a writer in a store, all or nothing; (added, total)."""
     from .store import TemplateStore
+
+    feats, ok, hashes, errors = _read_for_model(files, verifier)
+    if errors:
+        _report_errors(errors)
+        raise CLIError(f"nothing enrolled for writer {writer!r}: every reference must be usable")
+    emb = verifier.represent(feats)
+    with TemplateStore(store_path, verifier.fingerprint) as store:
+        added = store.add(writer, emb, ok, hashes, replace=replace)
+        return added, len(store.template_embeddings(writer))
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
     from .verifier import Verifier
 
     if not args.writer.strip():
         raise CLIError("--writer needs a non-empty name")
     verifier = Verifier.from_checkpoint(args.model)
-    feats, ok, hashes, errors = _read_for_model(args.files, verifier)
-    if errors:
-        _report_errors(errors)
-        raise CLIError(f"nothing enrolled for writer {args.writer!r}: every reference must be usable")
-    emb = verifier.embed_features(feats)
-    with TemplateStore(args.store, verifier.fingerprint) as store:
-        added = store.add(args.writer, emb, ok, hashes, replace=args.replace)
-        total = len(store.template_embeddings(args.writer))
+    added, total = _enroll(verifier, args.store, args.writer, args.files, args.replace)
     print(f"enrolled {added} reference(s) for writer {args.writer} in {args.store} ({total} in all)")
     return EXIT_OK
 
@@ -295,9 +473,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if errors:
             _report_errors(errors)
             raise CLIError("every reference must be usable")
-        template = verifier.template(args.writer or "references", verifier.embed_features(feats), ok)
+        template = verifier.template(args.writer or "references", verifier.represent(feats), ok)
     feats, ok, _, errors = _read_for_model(args.files, verifier)
-    scores = verifier.score_embeddings(template, verifier.embed_features(feats)) if feats else []
+    scores = verifier.score_reps(template, verifier.represent(feats)) if feats else []
     results = [{"file": f, "decision": "genuine" if sc >= threshold else "forgery", "accepted": bool(sc >= threshold),
                 "score": float(sc), "threshold": float(threshold)} for f, sc in zip(ok, scores)]
     if args.json:
@@ -390,6 +568,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its saved settings")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("evaluate", help="score a corpus with a protocol; write scores.csv, report.json/.md, far_frr.png, det.png",
+                       description="Run the S_k protocol on a corpus with a trained model (--model) or the DTW baseline "
+                       "(--method dtw) and write the report. Evaluate on writers the model was not trained on.")
+    p.add_argument("--model", help="model file (model.pt from train); needed for --method tdnn")
+    p.add_argument("--method", choices=["tdnn", "dtw"], default="tdnn", help="tdnn (default) or the DTW baseline")
+    p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
+    p.add_argument("--protocol", default="S05", help="S_k: k references per writer (default: S05)")
+    p.add_argument("--draws", type=int, default=1, help="repeat with this many random reference draws (default: 1 = the first k)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference draws (default: 0)")
+    p.add_argument("--strategy", choices=["mean", "nearest", "centroid", "gaussian", "wnorm"], help="scoring strategy (default: the model's)")
+    p.add_argument("--out", required=True, help="report folder (must not hold a report already)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("experiment", help="writer-disjoint cross-validation: train on k-1 folds, evaluate the held-out fold",
+                       description="Cross-validated experiment. For --method tdnn each fold trains a model on the other folds "
+                       "(validation writers taken from them) and scores the held-out writers; --method dtw only scores. "
+                       "Training settings as for train (--config, --set, shortcut flags).")
+    p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
+    p.add_argument("--method", choices=["tdnn", "dtw"], default="tdnn", help="tdnn (default) or dtw")
+    p.add_argument("--folds", type=int, default=4, help="number of writer-disjoint folds (default: 4)")
+    p.add_argument("--protocol", default="S05", help="S_k, or several separated by commas, each reported in its own "
+                   "subfolder (default: S05; e.g. S05,S10)")
+    p.add_argument("--draws", type=int, default=1, help="random reference draws per writer (default: 1 = the first k)")
+    p.add_argument("--out", required=True, help="experiment folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")
+    p.add_argument("--preset", choices=["modern", "bromley"], help="encoder preset (default: modern)")
+    p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley"], help="pair loss")
+    p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison")
+    p.add_argument("--epochs", type=int, help="maximum epochs per fold")
+    p.add_argument("--seed", type=int, help="seed of the folds, reference draws and training (default: 0)")
+    p.add_argument("--config", help="TOML or JSON training config file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one training setting (repeatable)")
+    p.set_defaults(func=cmd_experiment)
+
     p = sub.add_parser("enroll", help="enroll a writer: embed reference signatures into a template store",
                        description="Embed reference signatures with a model and add them to a writer's template in an "
                        "SQLite store (created if new). All files must be usable, or nothing is enrolled.")
@@ -424,8 +636,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writer", help="writer (for show and delete)")
     p.set_defaults(func=cmd_store)
 
-    p = sub.add_parser("demo", help="the main job on a corpus (default: the bundled synthetic sample)")
+    p = sub.add_parser("demo", help="the whole job on a corpus (default: the bundled sample): train, evaluate, enroll, verify",
+                       description="Check and preprocess a corpus, train a Siamese TDNN on two thirds of its writers, evaluate "
+                       "the held-out third with S05 (report and plots), enroll one held-out writer and verify one genuine "
+                       "signature and one forgery.")
     p.add_argument("--data", default="data/sample", help="corpus folder (default: data/sample)")
+    p.add_argument("--out", help="output folder (default: runs/demo-DATE-TIME; never overwritten)")
+    p.add_argument("--epochs", type=int, default=20, help="maximum training epochs (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the writer split and training (default: 0)")
     _add_feature_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

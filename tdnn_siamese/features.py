@@ -34,6 +34,10 @@ Feature sets (``FEATURE_SETS``):
   change of direction per step) and pressure, azimuth and altitude, each
   z-normalised per signature (device units differ between tablets). Needs
   a signature that has all three pen channels.
+- ``kinematic`` (5): velocity and acceleration along x and y, and pressure
+  (z-normalised per signature): the "smoothed derivatives and pressure" of
+  classic DTW verifiers; the DTW baseline's default (:mod:`tdnn_siamese.dtw`).
+  Needs pressure.
 
 Speeds and accelerations keep physical time, so a slow, careful forgery
 looks slow even after resampling to 200 steps. Their scales are large;
@@ -57,6 +61,7 @@ BROMLEY = ("pen_down", "x", "y", "speed", "acc_tangential", "acc_centripetal", "
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "bromley": BROMLEY,
     "extended": (*BROMLEY, "curv_cos", "curv_sin", *OPTIONAL_CHANNELS),
+    "kinematic": ("vx", "vy", "ax", "ay", "pressure"),
 }
 _EPS = 1e-9
 MIN_STEPS = 10
@@ -162,7 +167,7 @@ def extract(sig: Signature, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
     if missing:
         raise FeatureError(
             f"{sig.source or 'signature'}: feature set {cfg.feature_set!r} needs {', '.join(missing)}, "
-            "which this recording lacks; use feature_set 'bromley'"
+            "which this recording lacks; use a feature set without it, e.g. 'bromley'"
         )
     r = resample(sig, cfg)
     if cfg.smooth_sigma > 0:
@@ -183,6 +188,7 @@ def extract(sig: Signature, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
         "acc_centripetal": (vx * ay - vy * ax) * inv,
         "dir_cos": vx * inv,
         "dir_sin": vy * inv,
+        "vx": vx, "vy": vy, "ax": ax, "ay": ay,
     }
     if "curv_cos" in cfg.channels:
         dtheta = np.gradient(np.unwrap(np.arctan2(vy, vx)))

@@ -3,6 +3,15 @@
 The decision rule everywhere is *accept when score >= threshold*. FAR is the
 fraction of impostor (forgery) scores accepted, FRR the fraction of genuine
 scores rejected.
+
+- :func:`far_frr`: FAR and FRR at every threshold (the ROC; the DET plot is
+  the same points on normal-deviate axes, see :mod:`tdnn_siamese.plotting`);
+- :func:`eer`, :func:`threshold_at_far`, :func:`frr_at_far`, :func:`auc`;
+- :func:`summary`: all of these for one genuine/impostor pair of score sets
+  (one *global* threshold);
+- :func:`writer_specific_eer`: the mean over writers of each writer's own EER
+  (a threshold per writer, chosen a posteriori), the figure most online
+  signature papers print.
 """
 
 from __future__ import annotations
@@ -79,3 +88,64 @@ def threshold_at_far(impostor, far: float) -> float:
     cand = np.concatenate([u[:1], np.nextafter(u, np.inf)])
     rate = (len(i) - np.searchsorted(i, cand, side="left")) / len(i)
     return float(cand[int(np.argmax(rate <= far + 1e-12))])
+
+
+def frr_at_far(genuine, impostor, far: float) -> float:
+    """FRR at the lowest threshold whose FAR is at most ``far``.
+
+    >>> frr_at_far([0.5, 0.6, 0.9, 1.0], [0.1, 0.2, 0.3, 0.7], 0.25)   # threshold just above 0.3
+    0.0
+    >>> frr_at_far([0.5, 0.6, 0.9, 1.0], [0.1, 0.2, 0.3, 0.7], 0.0)    # threshold just above 0.7
+    0.5
+    """
+    g = _scores("genuine", genuine)
+    t = threshold_at_far(impostor, far)
+    return float(np.mean(g < t))
+
+
+def auc(genuine, impostor) -> float:
+    """Area under the ROC: P(genuine score > impostor score), ties counting one half.
+
+    >>> auc([0.9, 0.5], [0.5, 0.1])
+    0.875
+    """
+    g, i = _scores("genuine", genuine), np.sort(_scores("impostor", impostor))
+    below = np.searchsorted(i, g, side="left")  # impostors strictly below each genuine score
+    ties = np.searchsorted(i, g, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(g) * len(i)))
+
+
+def summary(genuine, impostor) -> dict[str, float | int]:
+    """EER (with its threshold), FRR at FAR 1% and 10%, AUC and counts, for one global threshold."""
+    e, t = eer(genuine, impostor)
+    return {"eer": e, "eer_threshold": t, "frr_at_far_1": frr_at_far(genuine, impostor, 0.01),
+            "frr_at_far_10": frr_at_far(genuine, impostor, 0.10), "auc": auc(genuine, impostor),
+            "n_genuine": int(np.size(genuine)), "n_impostor": int(np.size(impostor))}
+
+
+def rates_at(genuine, impostor, threshold: float) -> tuple[float, float]:
+    """(FAR, FRR) at a threshold fixed in advance (e.g. calibrated on validation writers)."""
+    g, i = _scores("genuine", genuine), _scores("impostor", impostor)
+    return float(np.mean(i >= threshold)), float(np.mean(g < threshold))
+
+
+def writer_specific_eer(writers, genuine_mask, scores) -> tuple[float, int]:
+    """Mean over writers of each writer's EER, and how many writers had both classes.
+
+    ``writers``, ``genuine_mask`` (True = genuine trial, False = impostor) and
+    ``scores`` are parallel arrays, one entry per trial. Writers with no
+    genuine or no impostor trial are left out; with none left the result is NaN.
+
+    >>> writer_specific_eer(["a", "a", "b", "b"], [True, False, True, False], [0.9, 0.1, 0.2, 0.8])
+    (0.5, 2)
+    """
+    w = np.asarray(writers)
+    m = np.asarray(genuine_mask, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    per = []
+    for name in np.unique(w):
+        sel = w == name
+        g, i = s[sel & m], s[sel & ~m]
+        if len(g) and len(i):
+            per.append(eer(g, i)[0])
+    return (float(np.mean(per)) if per else float("nan")), len(per)

@@ -5,6 +5,10 @@ writer, the first k genuine signatures, session 1 first, are the references;
 the remaining genuine signatures are genuine trials; all skilled forgeries of
 that writer are skilled trials; the first genuine signature of every other
 evaluated writer is a random-forgery trial.
+
+:func:`sk_protocols` with ``draws=R > 1`` repeats the protocol with R
+seeded random draws of the k references among each writer's genuine
+signatures (as in BSEC2009); the report averages over draws.
 """
 
 from __future__ import annotations
@@ -12,11 +16,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("genuine", "skilled", "random")
+
+
+class ProtocolError(ValueError):
+    """A protocol that cannot be run on this corpus (unknown name, too few genuine signatures)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class Protocol:
     k: int
     references: dict[str, list[int]]
     trials: pd.DataFrame
+    draw: int = 0
 
 
 def _genuine_order(table: pd.DataFrame, writer: str) -> list[int]:
@@ -34,23 +44,48 @@ def _genuine_order(table: pd.DataFrame, writer: str) -> list[int]:
     return g.index.tolist()
 
 
-def sk_protocol(table: pd.DataFrame, k: int) -> Protocol:
-    """The S_k protocol over every writer of ``table`` with at least k genuine signatures."""
+def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = None, draw: int = 0) -> Protocol:
+    """The S_k protocol over every writer of ``table`` with at least k genuine signatures.
+
+    With ``rng`` the k references are a random draw among the writer's genuine
+    signatures instead of the first k.
+    """
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise ProtocolError(f"k must be at least 1, got {k}")
     table = table.reset_index(drop=True)
-    refs, orders = {}, {}
+    refs, orders, firsts = {}, {}, {}
     for w in pd.unique(table["writer"]):
         order = _genuine_order(table, w)
+        if order:
+            firsts[w] = order[0]  # the random-forgery trial of this writer, whatever the reference draw
         if len(order) < k:
             logger.warning("writer %s has %d genuine signatures, fewer than k=%d: left out of the protocol", w, len(order), k)
             continue
+        if rng is not None:
+            pick = set(rng.choice(len(order), size=k, replace=False).tolist())
+            order = [order[i] for i in sorted(pick)] + [order[i] for i in range(len(order)) if i not in pick]
         refs[w], orders[w] = order[:k], order
     if not refs:
-        raise ValueError(f"no writer has {k} genuine signatures")
+        raise ProtocolError(f"no writer has {k} genuine signatures: protocol S{k:02d} needs at least {k}")
     rows = []
     for w in refs:
         rows += [(w, q, "genuine") for q in orders[w][k:]]
         rows += [(w, q, "skilled") for q in table.index[(table["writer"] == w) & (table["label"] == "skilled")]]
-        rows += [(w, orders[o][0], "random") for o in refs if o != w]
-    return Protocol(k=k, references=refs, trials=pd.DataFrame(rows, columns=["writer", "query", "kind"]))
+        rows += [(w, firsts[o], "random") for o in refs if o != w]
+    return Protocol(k=k, references=refs, trials=pd.DataFrame(rows, columns=["writer", "query", "kind"]), draw=draw)
+
+
+def sk_protocols(table: pd.DataFrame, k: int, draws: int = 1, seed: int = 0) -> list[Protocol]:
+    """S_k once (first k references), or ``draws`` times with seeded random references."""
+    if draws < 1:
+        raise ProtocolError(f"draws must be at least 1, got {draws}")
+    if draws == 1:
+        return [sk_protocol(table, k)]
+    return [sk_protocol(table, k, np.random.default_rng([seed, d]), d) for d in range(draws)]
+
+
+def parse_protocol(name: str) -> int:
+    """``"S05"`` -> 5: the protocol names the field uses (S1 ... S99)."""
+    if len(name) < 2 or name[0] not in "sS" or not name[1:].isdigit() or int(name[1:]) < 1:
+        raise ProtocolError(f"unknown protocol {name!r}: expected S followed by the number of references, e.g. S05 or S10")
+    return int(name[1:])

@@ -139,7 +139,56 @@ def model_fingerprint(encoder: TDNN, feature_config: FeatureConfig, distance: st
     return h.hexdigest()
 
 
-class Verifier:
+class Method:
+    """What every verification method shares (the TDNN :class:`Verifier`, the DTW baseline).
+
+    A method turns a signature into features, features into *representations*
+    (embeddings for the TDNN, the feature sequences themselves for DTW),
+    references into a template, and a template plus representations into
+    scores. Subclasses define ``features``, ``represent``, ``template``,
+    ``score_reps`` and ``threshold``; enrolling and verifying follow.
+    """
+
+    def features(self, signature: Signature):
+        raise NotImplementedError
+
+    def represent(self, feats: Sequence):
+        raise NotImplementedError
+
+    def template(self, writer: str, reps, sources: Sequence[str] = ()):
+        raise NotImplementedError
+
+    def score_reps(self, template, reps) -> np.ndarray:
+        raise NotImplementedError
+
+    def threshold(self, far: float | None = None) -> float:
+        raise NotImplementedError
+
+    def enroll(self, writer: str, signatures: Sequence[Signature]):
+        """A template from K >= 1 reference signatures."""
+        if not signatures:
+            raise VerifierError(f"writer {writer!r}: no reference signatures to enroll")
+        return self.template(writer, self.represent([self.features(s) for s in signatures]), tuple(s.source or "" for s in signatures))
+
+    def score_many(self, template, signatures: Sequence[Signature]) -> np.ndarray:
+        """Scores (Q,) of Q query signatures (higher = more genuine)."""
+        return self.score_reps(template, self.represent([self.features(s) for s in signatures]))
+
+    def score(self, template, signature: Signature) -> float:
+        """The score of one query (higher = more genuine)."""
+        return float(self.score_many(template, [signature])[0])
+
+    def verify_many(self, template, signatures: Sequence[Signature], threshold: float | None = None) -> list[Decision]:
+        """Decisions for many queries; ``threshold`` defaults to the calibrated EER threshold."""
+        t = self.threshold() if threshold is None else float(threshold)
+        return [Decision(bool(s >= t), float(s), t) for s in self.score_many(template, signatures)]
+
+    def verify(self, template, signature: Signature, threshold: float | None = None) -> Decision:
+        """Genuine or forgery for one query: ``Decision(accepted, score, threshold)``."""
+        return self.verify_many(template, [signature], threshold)[0]
+
+
+class Verifier(Method):
     """A trained encoder plus its scoring rule and calibrated thresholds.
 
     Parameters
@@ -200,7 +249,7 @@ class Verifier:
         """The feature sequence (T, F) of one signature (raises FeatureError when it has none)."""
         return torch.from_numpy(extract(signature, self.feature_config))
 
-    def embed_features(self, feats: Sequence[torch.Tensor]) -> np.ndarray:
+    def represent(self, feats: Sequence[torch.Tensor]) -> np.ndarray:
         """Embeddings (N, D) float32 of N feature sequences, batched."""
         if not len(feats):
             return np.empty((0, self.encoder.cfg.output_dim), np.float32)
@@ -208,19 +257,13 @@ class Verifier:
 
     def embed(self, signatures: Sequence[Signature]) -> np.ndarray:
         """Embeddings (N, D) float32 of N signatures."""
-        return self.embed_features([self.features(s) for s in signatures])
+        return self.represent([self.features(s) for s in signatures])
 
-    # ---- the API
+    # ---- templates and scores
 
-    def enroll(self, writer: str, signatures: Sequence[Signature]) -> Template:
-        """A template from K >= 1 reference signatures."""
-        if not signatures:
-            raise VerifierError(f"writer {writer!r}: no reference signatures to enroll")
-        return self.template(writer, self.embed(signatures), tuple(s.source or "" for s in signatures))
-
-    def template(self, writer: str, embeddings: np.ndarray, sources: Sequence[str] = ()) -> Template:
-        """A template from reference embeddings made by this model."""
-        return Template(writer, np.asarray(embeddings, np.float32), tuple(sources), self.fingerprint)
+    def template(self, writer: str, reps: np.ndarray, sources: Sequence[str] = ()) -> Template:
+        """A template from reference embeddings (K, D) made by this model."""
+        return Template(writer, np.asarray(reps, np.float32), tuple(sources), self.fingerprint)
 
     def check(self, template: Template) -> None:
         """Refuse a template made by another model."""
@@ -228,27 +271,10 @@ class Verifier:
             raise VerifierError(f"writer {template.writer!r} was enrolled with another model (fingerprint "
                                 f"{template.model_fingerprint[:12]}, this model {self.fingerprint[:12]}); enroll again with this model")
 
-    def score_embeddings(self, template: Template, queries: np.ndarray) -> np.ndarray:
+    def score_reps(self, template: Template, reps: np.ndarray) -> np.ndarray:
         """Scores (Q,) of query embeddings (Q, D) against a template."""
         self.check(template)
         with torch.no_grad():
-            s = template_scores(torch.from_numpy(template.embeddings), torch.as_tensor(queries, dtype=torch.float32),
+            s = template_scores(torch.from_numpy(template.embeddings), torch.as_tensor(reps, dtype=torch.float32),
                                 self.distance, self.strategy)
         return s.numpy().astype(np.float64)
-
-    def score_many(self, template: Template, signatures: Sequence[Signature]) -> np.ndarray:
-        """Scores (Q,) of Q query signatures, embedded in one batch."""
-        return self.score_embeddings(template, self.embed(signatures))
-
-    def score(self, template: Template, signature: Signature) -> float:
-        """The score of one query (higher = more genuine)."""
-        return float(self.score_many(template, [signature])[0])
-
-    def verify_many(self, template: Template, signatures: Sequence[Signature], threshold: float | None = None) -> list[Decision]:
-        """Decisions for many queries; ``threshold`` defaults to the calibrated EER threshold."""
-        t = self.threshold() if threshold is None else float(threshold)
-        return [Decision(bool(s >= t), float(s), t) for s in self.score_many(template, signatures)]
-
-    def verify(self, template: Template, signature: Signature, threshold: float | None = None) -> Decision:
-        """Genuine or forgery for one query: ``Decision(accepted, score, threshold)``."""
-        return self.verify_many(template, [signature], threshold)[0]

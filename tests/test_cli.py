@@ -7,7 +7,7 @@ import pytest
 from tdnn_siamese.cli import main
 from tdnn_siamese.formats import write_signature
 
-from .conftest import SAMPLE, make_signature
+from .conftest import make_signature
 
 SCRIPT = Path(sys.executable).with_name("tdnn-siamese")
 
@@ -61,8 +61,3 @@ def test_user_errors(args, message, capsys):
     assert main(args) == 2
     assert message in capsys.readouterr().err
 
-
-def test_demo_on_the_bundled_sample(capsys):
-    assert main(["demo", "--data", str(SAMPLE)]) == 0
-    out = capsys.readouterr().out
-    assert "192 files, 12 writers" in out and "demo finished" in out

@@ -136,7 +136,7 @@ def test_templates_from_another_model_are_refused(sample_model):
     other = _verifier({})
     t = other.template("w", np.ones((2, other.encoder.cfg.output_dim), np.float32))
     with pytest.raises(VerifierError, match="enrolled with another model"):
-        v.score_embeddings(t, np.ones((1, 16), np.float32))
+        v.score_reps(t, np.ones((1, 16), np.float32))
     with pytest.raises(VerifierError, match="no reference signatures"):
         v.enroll("w", [])
 

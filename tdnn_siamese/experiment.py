@@ -1,0 +1,108 @@
+"""Writer-disjoint cross-validated experiments: train on k-1 folds, test on the held-out one.
+
+Run: ``tdnn-siamese experiment --data D --folds 4 --protocol S05 --method tdnn|dtw --out DIR``.
+
+The corpus's writers are dealt into ``folds`` seeded folds. For each fold,
+with ``method="tdnn"``, a model is trained (:func:`tdnn_siamese.train.train`)
+on the writers of the other folds only, its validation writers drawn from
+those same folds; early stopping, the scoring strategy and the threshold
+are all chosen on them. The held-out fold's writers are then scored with
+the S_k protocol (random forgeries from the same fold) by the fold's model.
+Nothing about the test writers reaches training, model selection or
+calibration. With ``method="dtw"`` there is nothing to train and each fold
+is just scored. The folds' score tables are pooled (columns ``fold`` and,
+for the TDNN, the ``threshold`` each fold's model calibrated) into one
+report (:mod:`tdnn_siamese.evaluate`). ``DIR`` gets::
+
+    fold1/train/manifest.csv   the fold's training writers (absolute paths)
+    fold1/run/                 model.pt, metrics.csv, ... (tdnn)
+    fold1/scores-S05.csv       the held-out fold's scores, per protocol
+    scores.csv report.json report.md far_frr.png det.png    (one protocol)
+    S05/..., S10/...                                        (several: --protocol S05,S10)
+
+An interrupted experiment continues with ``resume=True``: finished folds
+are read back, an unfinished training resumes from its last epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from . import datasets
+from .atomic import atomic_write_text
+from .dtw import DTWConfig, DTWVerifier
+from .evaluate import report, score_protocols
+from .protocols import ProtocolError, sk_protocols
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("tdnn", "dtw")
+
+
+def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int, ks: Sequence[int], draws: int = 1, seed: int = 0,
+                   run_config=None, dtw_config: DTWConfig = DTWConfig(), resume: bool = False,
+                   progress: Callable[..., None] | None = None) -> dict[int, tuple[pd.DataFrame, dict[str, Any]]]:
+    """Run every fold; for each S_k protocol in ``ks`` the pooled score table and its report (written by the caller).
+
+    Each fold's model is trained once and scored with every protocol.
+    """
+    from .train import RunConfig, train
+    from .verifier import Verifier
+
+    if method not in METHODS:
+        raise ProtocolError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    out = Path(out)
+    table = datasets.load(data)
+    names = datasets.writers(table)
+    if not 2 <= folds <= len(names):
+        raise ProtocolError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
+    run_config = run_config or RunConfig.from_sections({})
+    parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
+    for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
+        fold_dir = out / f"fold{f}"
+        done = {k: fold_dir / f"scores-S{k:02d}.csv" for k in ks}
+        if progress:
+            progress("fold", f, folds, len(train_w), len(test_w))
+        if resume and all(p.is_file() for p in done.values()):
+            for k in ks:
+                parts[k].append(pd.read_csv(done[k], dtype={"writer": str}))
+            continue
+        t0 = time.perf_counter()
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        test = table[table.writer.isin(test_w)].reset_index(drop=True)
+        if method == "tdnn":
+            manifest = datasets.write_manifest(table[table.writer.isin(train_w)].to_dict("records"), fold_dir / "train" / "manifest.csv")
+            model_path = train(manifest.parent, fold_dir / "run", run_config, resume=resume and (fold_dir / "run").exists(),
+                               progress=progress)
+            verifier = Verifier.from_checkpoint(model_path)
+            scorer, threshold = verifier, verifier.threshold()
+        else:
+            scorer, threshold = DTWVerifier(dtw_config), None
+        for k in ks:
+            scores = score_protocols(scorer, test, sk_protocols(test, k, draws, seed), progress)
+            scores["fold"] = f
+            if threshold is not None:
+                scores["threshold"] = threshold
+            atomic_write_text(done[k], scores.to_csv(index=False, float_format="%.9g", lineterminator="\n"))
+            parts[k].append(scores)
+        logger.info("fold %d: %d writers scored in %.0f s", f, len(test_w), time.perf_counter() - t0)
+    results = {}
+    for k in ks:
+        pooled = pd.concat(parts[k], ignore_index=True)
+        meta = {"method": method, "data": str(data), "data_fingerprint": datasets.fingerprint(table), "protocol": f"S{k:02d}",
+                "protocol_text": f"{folds}-fold writer-disjoint cross-validation; per test writer the first {k} genuine signatures "
+                                 "(session 1 first) are references" + (f", or {draws} random draws of {k}" if draws > 1 else "")
+                                 + "; random forgeries are the first genuine signature of the other writers of the same fold; "
+                                 "global figures pool the folds' scores",
+                "folds": folds, "seed": seed}
+        if method == "tdnn":
+            meta["training"] = run_config.to_dict()
+        else:
+            meta["dtw"] = dtw_config.to_dict()
+        results[k] = (pooled, report(pooled, meta))
+    return results

@@ -1,0 +1,167 @@
+"""Score tables to reports: figures, missing classes, draws, files; the evaluate, experiment and demo commands."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tdnn_siamese.cli import main
+from tdnn_siamese.evaluate import report, write_report
+from tdnn_siamese.metrics import eer, summary, writer_specific_eer
+
+from .conftest import SAMPLE, SMALL_TRAIN
+
+
+def score_table(seed=0, skilled=True, draw=None):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in ("a", "b", "c"):
+        rows += [(w, f"{w}g{i}", "genuine", rng.normal(1.0, 0.5)) for i in range(6)]
+        if skilled:
+            rows += [(w, f"{w}s{i}", "skilled", rng.normal(0.3, 0.5)) for i in range(5)]
+        rows += [(w, f"{o}g0", "random", rng.normal(-1.0, 0.5)) for o in ("a", "b", "c") if o != w]
+    t = pd.DataFrame(rows, columns=["writer", "query", "kind", "score"])
+    if draw is not None:
+        t["draw"] = draw
+    return t
+
+
+def test_report_figures_equal_the_metric_functions():
+    t = score_table()
+    t["threshold"] = 0.5
+    rep = report(t, {"method": "x"})
+    g = t[t.kind == "genuine"].score
+    for kind in ("skilled", "random"):
+        i = t[t.kind == kind].score
+        r = rep["results"][kind]
+        assert r["global"] == summary(g, i)
+        both = t[t.kind.isin(["genuine", kind])]
+        assert r["writer_specific"]["eer"] == pytest.approx(writer_specific_eer(both.writer, both.kind == "genuine", both.score)[0])
+        assert r["calibrated"] == {"far": float(np.mean(i >= 0.5)), "frr": float(np.mean(g < 0.5))}
+    assert rep["trials_per_draw"] == {"genuine": 18, "skilled": 15, "random": 6} and rep["method"] == "x"
+
+
+def test_a_missing_class_is_reported_as_not_available():
+    rep = report(score_table(skilled=False))
+    assert rep["results"]["skilled"] is None and rep["results"]["random"]["global"]["eer"] >= 0
+    assert rep["trials_per_draw"]["skilled"] == 0
+
+
+def test_draws_are_averaged_with_their_spread():
+    t = pd.concat([score_table(1, draw=0), score_table(2, draw=1)], ignore_index=True)
+    rep = report(t)
+    e = [eer(d[d.kind == "genuine"].score, d[d.kind == "skilled"].score)[0] for _, d in t.groupby("draw")]
+    assert rep["draws"] == 2 and rep["results"]["skilled"]["global"]["eer"] == pytest.approx(np.mean(e))
+    assert rep["results_std_over_draws"]["skilled"]["global"]["eer"] == pytest.approx(np.std(e))
+    assert rep["trials_per_draw"]["genuine"] == 18
+
+
+def test_write_report_writes_every_file(tmp_path):
+    t = score_table()
+    rep = report(t, {"method": "tdnn", "protocol": "S05"})
+    paths = write_report(tmp_path, t, rep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.png", "far_frr.png", "report.json", "report.md", "scores.csv"]
+    back = pd.read_csv(paths["scores.csv"])
+    assert back.columns.tolist() == ["writer", "query", "kind", "score"]
+    np.testing.assert_allclose(back.score, t.score, rtol=1e-8)
+    assert json.loads(paths["report.json"].read_text())["results"]["skilled"]["global"]["eer"] == rep["results"]["skilled"]["global"]["eer"]
+    md = paths["report.md"].read_text()
+    assert "| skilled |" in md and "| random |" in md and "writer-specific" in md
+    for png in ("far_frr.png", "det.png"):
+        assert paths[png].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[png].stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_evaluate_command_with_a_model_and_with_dtw(sample_model, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(sample_model), "--data", str(SAMPLE), "--out", str(tmp_path / "t")]) == 0
+    out, err = capsys.readouterr()
+    assert "skilled" in out and "report:" in out and "not a held-out test" in err  # the sample trained this model
+    rep = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert rep["protocol"] == "S05" and rep["n_writers"] == 12 and rep["strategy"] and rep["threshold"] is not None
+    assert "calibrated" in rep["results"]["skilled"]
+    scores = pd.read_csv(tmp_path / "t" / "scores.csv")
+    assert set(scores.kind) == {"genuine", "skilled", "random"} and np.isfinite(scores.score).all()
+    assert main(["evaluate", "--method", "dtw", "--data", str(SAMPLE), "--protocol", "S03", "--draws", "2",
+                 "--out", str(tmp_path / "d")]) == 0
+    rep = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert rep["draws"] == 2 and rep["protocol"] == "S03" and "results_std_over_draws" in rep
+    assert pd.read_csv(tmp_path / "d" / "scores.csv").columns.tolist() == ["writer", "query", "kind", "score", "draw"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "dtw", "--protocol", "S5x"], "unknown protocol"),
+    (["--method", "dtw", "--protocol", "S20"], "no writer has 20 genuine signatures"),
+    (["--method", "tdnn"], "needs --model"),
+])
+def test_evaluate_errors_are_one_line(args, message, tmp_path, capsys):
+    assert main(["evaluate", "--data", str(SAMPLE), "--out", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_existing_report_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["evaluate", "--method", "dtw", "--data", str(SAMPLE), "--out", str(out)]) == 0
+    before = (out / "report.json").read_bytes()
+    assert main(["evaluate", "--method", "dtw", "--data", str(SAMPLE), "--out", str(out)]) == 2
+    assert "already holds a report" in capsys.readouterr().err and (out / "report.json").read_bytes() == before
+
+
+def test_an_unreadable_file_in_the_corpus_stops_the_evaluation(tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(SAMPLE, tmp_path / "c")
+    (tmp_path / "c" / "synth0002" / "g07.csv").write_text("t,x,y\n1,2,3\n")
+    assert main(["evaluate", "--method", "dtw", "--data", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "1 file(s) of the protocol cannot be used" in err and "g07.csv" in err
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_experiment_on_the_sample_with_dtw_pools_every_fold(tmp_path, capsys):
+    assert main(["experiment", "--method", "dtw", "--data", str(SAMPLE), "--folds", "3", "--protocol", "S05", "--out", str(tmp_path / "x")]) == 0
+    scores = pd.read_csv(tmp_path / "x" / "scores.csv")
+    assert sorted(scores.fold.unique()) == [1, 2, 3] and scores.writer.nunique() == 12
+    for f, d in scores.groupby("fold"):  # random forgeries come from the same fold's writers
+        assert set(d[d.kind == "random"]["query"].str.extract(r"(synth\d+)")[0]) <= set(d.writer)
+    assert "experiment finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsys):
+    from tdnn_siamese.model import load_checkpoint
+
+    out = tmp_path / "x"
+    assert main(["experiment", "--method", "tdnn", "--data", str(SAMPLE), "--folds", "2", "--protocol", "S05", "--out", str(out),
+                 "--epochs", "1", *SMALL_TRAIN]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    for f in (1, 2):
+        prov = load_checkpoint(out / f"fold{f}" / "run" / "model.pt").provenance
+        test_writers = set(scores[scores.fold == f].writer)
+        assert not test_writers & (set(prov["train_writers"]) | set(prov["val_writers"]))
+        assert (scores[scores.fold == f]["threshold"] == scores[scores.fold == f]["threshold"].iloc[0]).all()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["folds"] == 2 and rep["training"]["train"]["epochs"] == 1 and "calibrated" in rep["results"]["skilled"]
+    # resume: finished folds are read back, nothing retrained
+    (out / "report.json").unlink()
+    mtime = (out / "fold1" / "run" / "model.pt").stat().st_mtime
+    assert main(["experiment", "--method", "tdnn", "--data", str(SAMPLE), "--folds", "2", "--out", str(out), "--resume",
+                 "--epochs", "1", *SMALL_TRAIN]) == 0
+    assert (out / "fold1" / "run" / "model.pt").stat().st_mtime == mtime
+    pd.testing.assert_frame_equal(pd.read_csv(out / "scores.csv"), scores)
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_job(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    for step in ("192 files, 12 writers", "1/5", "2/5", "3/5", "4/5", "5/5", "demo finished"):
+        assert step in out
+    lines = [line for line in out.splitlines() if "(truth:" in line]
+    assert len(lines) == 2 and all(line.split("  ")[1] in ("genuine", "forgery") for line in lines)
+    for f in ("run/model.pt", "report/report.md", "report/far_frr.png", "report/det.png", "report/scores.csv", "templates.db"):
+        assert (tmp_path / "demo" / f).is_file(), f
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2  # never overwritten

@@ -1,0 +1,72 @@
+"""The S_k protocol and its random reference draws."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tdnn_siamese import datasets
+from tdnn_siamese.protocols import ProtocolError, parse_protocol, sk_protocol, sk_protocols
+
+from .conftest import SAMPLE
+
+
+def table():
+    rows = []
+    for w, n_gen, n_skl in (("A", 6, 2), ("B", 6, 0), ("C", 3, 1)):
+        for i in range(n_gen):  # session 2 listed first: the protocol must order by session, then number
+            rows.append({"writer": w, "label": "genuine", "session": 2 if i < n_gen // 2 else 1, "number": i, "path": f"{w}g{i}"})
+        for i in range(n_skl):
+            rows.append({"writer": w, "label": "skilled", "session": pd.NA, "number": 100 + i, "path": f"{w}s{i}"})
+    t = pd.DataFrame(rows)
+    t["session"] = t["session"].astype("Int64")
+    return t
+
+
+def test_sk_references_trials_and_random_forgeries():
+    t = table()
+    p = sk_protocol(t, 4)
+    assert set(p.references) == {"A", "B"}  # C has 3 genuine signatures: left out
+    path = lambda idx: [t.at[i, "path"] for i in idx]  # noqa: E731
+    assert path(p.references["A"]) == ["Ag3", "Ag4", "Ag5", "Ag0"]  # session 1 first, then by number
+    tr = p.trials
+    a = tr[tr.writer == "A"]
+    assert path(a[a.kind == "genuine"]["query"]) == ["Ag1", "Ag2"]
+    assert path(a[a.kind == "skilled"]["query"]) == ["As0", "As1"]
+    assert path(a[a.kind == "random"]["query"]) == ["Bg3"]  # the first genuine of every other evaluated writer
+    assert tr[tr.writer == "B"].kind.tolist().count("skilled") == 0
+    for w, refs in p.references.items():  # references are never trials of their own writer
+        assert not set(refs) & set(tr[(tr.writer == w)]["query"])
+
+
+def test_random_draws_are_seeded_distinct_and_keep_the_trials_consistent():
+    t = table()
+    ps = sk_protocols(t, 3, draws=4, seed=1)
+    again = sk_protocols(t, 3, draws=4, seed=1)
+    assert [p.draw for p in ps] == [0, 1, 2, 3]
+    assert [p.references for p in ps] == [p.references for p in again]
+    assert len({tuple(p.references["A"]) for p in ps}) > 1
+    for p in ps:
+        for w, refs in p.references.items():
+            gen = set(t.index[(t.writer == w) & (t.label == "genuine")])
+            trials = set(p.trials[(p.trials.writer == w) & (p.trials.kind == "genuine")]["query"])
+            assert len(refs) == 3 and set(refs) | trials == gen and not set(refs) & trials
+    assert [p.references for p in sk_protocols(t, 3)] == [sk_protocol(t, 3).references]
+
+
+def test_protocol_errors():
+    with pytest.raises(ProtocolError, match="no writer has 7 genuine signatures"):
+        sk_protocol(table(), 7)
+    with pytest.raises(ProtocolError, match="draws must be at least 1"):
+        sk_protocols(table(), 2, draws=0)
+    assert parse_protocol("S05") == 5 and parse_protocol("s10") == 10
+    for bad in ("5", "S", "S0", "T05", "S-1", "Sx"):
+        with pytest.raises(ProtocolError, match="unknown protocol"):
+            parse_protocol(bad)
+
+
+def test_on_the_sample_every_trial_kind_is_present():
+    t = datasets.load(SAMPLE)
+    p = sk_protocol(t, 5)
+    counts = p.trials.kind.value_counts().to_dict()
+    assert counts == {"genuine": 12 * 5, "skilled": 12 * 6, "random": 12 * 11}
+    assert np.all(p.trials.groupby("writer").size() == 5 + 6 + 11)
