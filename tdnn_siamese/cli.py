@@ -346,10 +346,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              + "; random forgeries are the first genuine signature of every other writer",
             "model": args.model, "strategy": getattr(method, "strategy", None), "threshold": threshold}
     if args.model:
-        from .model import load_checkpoint
-
-        trained_on = set(load_checkpoint(args.model).provenance.get("train_writers", [])) | set(
-            load_checkpoint(args.model).provenance.get("val_writers", []))
+        trained_on = set(method.provenance.get("train_writers", [])) | set(method.provenance.get("val_writers", []))
         overlap = sorted(trained_on & set(map(str, table["writer"])))
         if overlap:
             meta["warning"] = f"{len(overlap)} evaluated writer name(s) were also training or validation writers of the model"
@@ -384,6 +381,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         rep["seconds"] = seconds
         paths = write_report(folders[k], scores, rep)
         _print_table(rep)
+        m = rep["within_fold_global_mean"]
+        fmt = lambda x: "n/a" if x is None else f"{100 * x:.2f}%"  # noqa: E731
+        print(f"global EER within each fold, mean over folds: skilled {fmt(m['skilled'])}, random {fmt(m['random'])}")
         print(f"report: {paths['report.md']} (also scores.csv, report.json, far_frr.png, det.png)")
     print(f"experiment finished in {seconds:.0f} s")
     return EXIT_OK

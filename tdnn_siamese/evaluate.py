@@ -125,6 +125,19 @@ def _figures(scores: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def fold_means(scores: pd.DataFrame) -> dict[str, float | None]:
+    """Global EER within each fold (one model and one threshold per fold), averaged over folds.
+
+    Pooling the scores of several folds' models under one threshold also
+    measures how well their score scales agree; this figure does not.
+    """
+    out = {}
+    for kind in IMPOSTOR_KINDS:
+        per = [f[kind]["global"]["eer"] for _, part in scores.groupby("fold") if (f := _figures(part))[kind] is not None]
+        out[kind] = float(np.mean(per)) if per else None
+    return out
+
+
 def _mean_std(values: list[dict]) -> tuple[dict, dict]:
     """Element-wise mean and standard deviation of nested dicts of numbers (None stays None)."""
     first = values[0]
@@ -177,6 +190,11 @@ def markdown(rep: dict[str, Any]) -> str:
         cal = r.get("calibrated")
         lines.append(f"| {kind} | {_pct(g['eer'])} | {_pct(ws['eer'])} ({ws['n_writers']} writers) | {_pct(g['frr_at_far_1'])} | "
                      f"{_pct(g['frr_at_far_10'])} | {g['auc']:.4f} | " + (f"{_pct(cal['far'])} / {_pct(cal['frr'])}" if cal else "n/a") + " |")
+    if rep.get("within_fold_global_mean"):
+        m = rep["within_fold_global_mean"]
+        lines += ["", f"Global EER within each fold (one model and one threshold per fold), mean over the {rep.get('folds')} folds: "
+                  f"skilled {_pct(m['skilled'])}, random {_pct(m['random'])}. The table's global figures pool all folds' scores "
+                  "under one threshold, so they also pay for differences between the folds' score scales."]
     lines += ["", "Plots: `far_frr.png` (FAR and FRR against the threshold, EER points marked), `det.png` (DET curves).", ""]
     return "\n".join(lines)
 

@@ -36,7 +36,7 @@ import pandas as pd
 from . import datasets
 from .atomic import atomic_write_text
 from .dtw import DTWConfig, DTWVerifier
-from .evaluate import report, score_protocols
+from .evaluate import fold_means, report, score_protocols
 from .protocols import ProtocolError, sk_protocols
 
 logger = logging.getLogger(__name__)
@@ -104,5 +104,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
             meta["training"] = run_config.to_dict()
         else:
             meta["dtw"] = dtw_config.to_dict()
-        results[k] = (pooled, report(pooled, meta))
+        rep = report(pooled, meta)
+        rep["within_fold_global_mean"] = fold_means(pooled)
+        results[k] = (pooled, rep)
     return results

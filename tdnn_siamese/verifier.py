@@ -203,7 +203,7 @@ class Verifier(Method):
     """
 
     def __init__(self, encoder: TDNN, feature_config: FeatureConfig, distance: str, strategy: str,
-                 calibration: dict[str, dict[str, list[float]]], source: str = ""):
+                 calibration: dict[str, dict[str, list[float]]], source: str = "", provenance: dict | None = None):
         if strategy not in STRATEGIES:
             raise VerifierError(f"unknown scoring strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
         self.encoder = encoder.eval()
@@ -212,13 +212,15 @@ class Verifier(Method):
         self.strategy = strategy
         self.calibration = calibration
         self.source = source
+        self.provenance = provenance or {}
         self.fingerprint = model_fingerprint(encoder, feature_config, distance)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, strategy: str | None = None) -> "Verifier":
         """Load a model file; ``strategy`` defaults to the one the model chose on validation."""
         ck = load_checkpoint(path)
-        return cls(ck.encoder, ck.feature_config, ck.distance, strategy or ck.scoring, ck.calibration, source=str(path))
+        return cls(ck.encoder, ck.feature_config, ck.distance, strategy or ck.scoring, ck.calibration, source=str(path),
+                   provenance=ck.provenance)
 
     # ---- thresholds
 
