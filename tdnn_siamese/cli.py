@@ -529,6 +529,20 @@ def _add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variable-length", action="store_true", help="resample at 100 Hz instead of to a fixed length")
 
 
+STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm")  # verifier.STRATEGIES, without importing torch for --help
+
+
+def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
+    p.add_argument("--preset", choices=["modern", "bromley"], help="encoder preset (default: modern)")
+    p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley"], help="pair loss (default: contrastive)")
+    p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison (default: cosine)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
+    p.add_argument("--seed", type=int, help=seed_help)
+    p.add_argument("--config", help="TOML or JSON config file with sections [features], [model], [train]")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=null (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tdnn-siamese",
@@ -557,14 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "[features], [model], [train]), then the shortcut flags, then --set, later wins.")
     p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
     p.add_argument("--out", required=True, help="run folder (model.pt, metrics.csv, config.json, train_state.pt)")
-    p.add_argument("--preset", choices=["modern", "bromley"], help="encoder preset (default: modern)")
-    p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley"], help="pair loss (default: contrastive)")
-    p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison (default: cosine)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
-    p.add_argument("--seed", type=int, help="seed of the writer split, initial weights and pairs (default: 0)")
-    p.add_argument("--config", help="TOML or JSON config file")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=null (repeatable)")
+    _add_training_args(p, "seed of the writer split, initial weights and pairs (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its saved settings")
     p.set_defaults(func=cmd_train)
 
@@ -577,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="S05", help="S_k: k references per writer (default: S05)")
     p.add_argument("--draws", type=int, default=1, help="repeat with this many random reference draws (default: 1 = the first k)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference draws (default: 0)")
-    p.add_argument("--strategy", choices=["mean", "nearest", "centroid", "gaussian", "wnorm"], help="scoring strategy (default: the model's)")
+    p.add_argument("--strategy", choices=STRATEGIES, help="scoring strategy (default: the model's)")
     p.add_argument("--out", required=True, help="report folder (must not hold a report already)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -593,13 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=1, help="random reference draws per writer (default: 1 = the first k)")
     p.add_argument("--out", required=True, help="experiment folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")
-    p.add_argument("--preset", choices=["modern", "bromley"], help="encoder preset (default: modern)")
-    p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley"], help="pair loss")
-    p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison")
-    p.add_argument("--epochs", type=int, help="maximum epochs per fold")
-    p.add_argument("--seed", type=int, help="seed of the folds, reference draws and training (default: 0)")
-    p.add_argument("--config", help="TOML or JSON training config file")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one training setting (repeatable)")
+    _add_training_args(p, "seed of the folds, reference draws and training (default: 0)")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("enroll", help="enroll a writer: embed reference signatures into a template store",
@@ -621,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="template store file")
     p.add_argument("--writer", help="enrolled writer to verify against (with --store)")
     p.add_argument("--references", nargs="+", metavar="REF", help="reference files instead of a store; end the list with --")
-    p.add_argument("--strategy", choices=["mean", "nearest", "centroid", "gaussian", "wnorm"],
+    p.add_argument("--strategy", choices=STRATEGIES,
                    help="scoring strategy (default: the model's, chosen on validation writers)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--threshold", type=float, help="explicit decision threshold")

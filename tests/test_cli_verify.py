@@ -129,3 +129,9 @@ def test_two_enroll_commands_at_once_both_succeed(sample_model, tmp_path):
         assert p.returncode == 0, err
     out = subprocess.run([sys.executable, "-m", "tdnn_siamese", "store", "list", "--store", str(store)], capture_output=True, text=True).stdout
     assert "a  5 reference(s)" in out and "b  5 reference(s)" in out
+
+
+def test_the_cli_offers_every_scoring_strategy():
+    from tdnn_siamese import cli, verifier
+
+    assert cli.STRATEGIES == verifier.STRATEGIES
