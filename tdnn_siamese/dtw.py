@@ -129,8 +129,8 @@ class DTWVerifier(Method):
             logger.warning("writer %s has one reference: DTW scores are not writer-normalised", writer)
             spread = 1.0
         else:
-            d = self.distances(refs, refs)
-            spread = float(d[~np.eye(len(refs), dtype=bool)].mean())
+            pairs = [(i, j) for i in range(len(refs)) for j in range(i + 1, len(refs))]  # DTW is symmetric: each pair once
+            spread = float(np.mean([dtw_distance(refs[i], refs[j], self.config.window) for i, j in pairs]))
         return DTWTemplate(writer, refs, max(spread, 1e-12), tuple(sources))
 
     def score_reps(self, template: DTWTemplate, reps: Sequence[np.ndarray]) -> np.ndarray:
