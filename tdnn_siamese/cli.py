@@ -147,9 +147,9 @@ class Progress:
         self.stream.flush()
 
     def __call__(self, event: str, *args) -> None:
-        if event == "features":
+        if event == "read":
             done, total = args
-            self._bar("features", done, total)
+            self._bar("reading", done, total)
             if done == total and self.tty:
                 self.stream.write("\n")
         elif event == "scoring":

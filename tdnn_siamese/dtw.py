@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from .config import ConfigError, StrictConfig
-from .features import FEATURE_SETS, FeatureConfig, extract
+from .features import FEATURE_SETS, FeatureConfig, extract, extract_many
 from .signature import Signature
 from .verifier import Method, VerifierError
 
@@ -113,6 +113,9 @@ class DTWVerifier(Method):
     def features(self, signature: Signature) -> np.ndarray:
         """Per-signature z-normalised feature sequence (T, F), float64."""
         return _znorm(extract(signature, self.feature_config).astype(np.float64))
+
+    def features_many(self, signatures: Sequence[Signature]) -> list[np.ndarray]:
+        return [_znorm(f.astype(np.float64)) for f in extract_many(signatures, self.feature_config)]
 
     def represent(self, feats: Sequence[np.ndarray]) -> list[np.ndarray]:
         return list(feats)

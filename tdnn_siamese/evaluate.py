@@ -53,15 +53,26 @@ class EvaluationError(ValueError):
 def represent_table(method: Method, table: pd.DataFrame, rows: Sequence[int],
                     progress: Callable[..., None] | None = None) -> tuple[dict[int, Any], list[str]]:
     """Read, featurise and represent the given rows of a corpus table; (row -> rep, errors)."""
-    feats, ok, errors = [], [], []
+    sigs, ok, errors = [], [], []
     for n, i in enumerate(rows):
         try:
-            feats.append(method.features(datasets.read_row(table.loc[i])))
+            sigs.append(datasets.read_row(table.loc[i]))
             ok.append(i)
-        except (InputError, FeatureError) as e:
+        except InputError as e:
             errors.append(str(e))
         if progress:
-            progress("features", n + 1, len(rows))
+            progress("read", n + 1, len(rows))
+    try:
+        feats = method.features_many(sigs)
+    except FeatureError:  # name every signature without features, not just the first
+        feats, kept = [], []
+        for i, sig in zip(ok, sigs):
+            try:
+                feats.append(method.features(sig))
+                kept.append(i)
+            except FeatureError as e:
+                errors.append(str(e))
+        ok = kept
     reps = method.represent(feats)
     return {i: reps[j] for j, i in enumerate(ok)}, errors
 

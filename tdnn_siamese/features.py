@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -116,92 +117,184 @@ class FeatureConfig(StrictConfig):
         return self.n_steps is None
 
 
-def normalise_position(sig: Signature) -> tuple[np.ndarray, np.ndarray]:
-    """x, y centred on the pen-down centroid and divided by their RMS radius."""
-    down = sig.pen_down
-    cx, cy = sig.x[down].mean(), sig.y[down].mean()
-    x, y = sig.x - cx, sig.y - cy
-    scale = np.sqrt(np.mean(x[down] ** 2 + y[down] ** 2))
-    return x / scale, y / scale
+def _segments(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start offsets and segment ids of sequences of ``lengths`` laid end to end."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return starts, np.repeat(np.arange(len(lengths)), lengths)
 
 
-def time_grid(sig: Signature, cfg: FeatureConfig) -> np.ndarray:
-    """Uniform sample times (ms) over the signature's duration."""
-    t0, t1 = float(sig.t[0]), float(sig.t[-1])
+def _segment_mean(v: np.ndarray, seg: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(seg, weights * v, minlength=n) / np.bincount(seg, weights, minlength=n)
+
+
+def _segment_median(v: np.ndarray, seg: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """np.median of each segment of ``v`` (segments contiguous, in order, each non-empty)."""
+    s = v[np.lexsort((v, seg))]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (s[starts + (counts - 1) // 2] + s[starts + counts // 2]) / 2
+
+
+def _steps(sigs: list[Signature], cfg: FeatureConfig) -> np.ndarray:
+    """Number of resampled steps of each signature (raises FeatureError naming the first out of range)."""
+    dur = np.array([s.t[-1] - s.t[0] for s in sigs], dtype=np.float64)
     if cfg.n_steps is not None:
-        return np.linspace(t0, t1, cfg.n_steps)
-    n = int(np.floor((t1 - t0) * cfg.rate_hz / 1000.0)) + 1
-    where = sig.source or "signature"
-    if n < MIN_STEPS:
-        raise FeatureError(f"{where}: lasts {t1 - t0:.0f} ms, fewer than {MIN_STEPS} steps at {cfg.rate_hz:g} Hz")
-    if n > cfg.max_steps:
-        raise FeatureError(f"{where}: lasts {(t1 - t0) / 1000:.1f} s, {n} steps at {cfg.rate_hz:g} Hz; max_steps is {cfg.max_steps}")
-    return t0 + np.arange(n) * (1000.0 / cfg.rate_hz)
+        return np.full(len(sigs), cfg.n_steps, dtype=np.int64)
+    n = np.floor(dur * cfg.rate_hz / 1000.0).astype(np.int64) + 1
+    for s, d, k in zip(sigs, dur, n):
+        where = s.source or "signature"
+        if k < MIN_STEPS:
+            raise FeatureError(f"{where}: lasts {d:.0f} ms, fewer than {MIN_STEPS} steps at {cfg.rate_hz:g} Hz")
+        if k > cfg.max_steps:
+            raise FeatureError(f"{where}: lasts {d / 1000:.1f} s, {k} steps at {cfg.rate_hz:g} Hz; max_steps is {cfg.max_steps}")
+    return n
+
+
+def resample_many(sigs: list[Signature], cfg: FeatureConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Position-normalised channels of B signatures resampled in time (before smoothing), all at once.
+
+    Returns arrays (B, T_max) and the number of valid steps of each row;
+    past its length a row repeats its last step (so "nearest" smoothing of a
+    padded row equals that of the row alone). Every operation runs on all
+    signatures' points laid end to end, each signature's time shifted to
+    its own interval, so no Python loop visits a point or a step.
+    """
+    B = len(sigs)
+    npts = np.array([len(s) for s in sigs], dtype=np.int64)
+    pstart, pseg = _segments(npts)
+    t_raw = np.concatenate([s.t for s in sigs])
+    t0 = t_raw[pstart]
+    dur = t_raw[pstart + npts - 1] - t0
+    base = np.concatenate([[0.0], np.cumsum(np.ceil(dur) + 1.0)[:-1]])  # each signature's own time interval
+    t = t_raw - t0[pseg] + base[pseg]
+
+    n = _steps(sigs, cfg)
+    T = int(n.max())
+    j = np.minimum(np.arange(T)[None, :], n[:, None] - 1)  # (B, T): padding repeats the last step
+    if cfg.n_steps is not None:
+        rel = (dur[:, None] / (cfg.n_steps - 1)) * j
+    else:
+        rel = j * (1000.0 / cfg.rate_hz)
+    grid = (base[:, None] + rel).ravel()  # (B*T,)
+
+    x, y = np.concatenate([s.x for s in sigs]), np.concatenate([s.y for s in sigs])
+    down = np.concatenate([s.pen_down for s in sigs])
+    w = down.astype(np.float64)
+    cx, cy = _segment_mean(x, pseg, w, B), _segment_mean(y, pseg, w, B)
+    x, y = x - cx[pseg], y - cy[pseg]
+    scale = np.sqrt(_segment_mean(x**2 + y**2, pseg, w, B))
+    x, y = x / scale[pseg], y / scale[pseg]
+
+    out = {"t": (grid.reshape(B, T) - base[:, None]) + t0[:, None], "x": np.interp(grid, t, x), "y": np.interp(grid, t, y)}
+    for c in OPTIONAL_CHANNELS:
+        if c in cfg.channels:
+            out[c] = np.interp(grid, t, np.concatenate([getattr(s, c) for s in sigs]))
+    dt = np.diff(t)  # the entries between two signatures are never used
+    row = np.repeat(np.arange(B), T)
+    lo, hi = pstart[row], pstart[row] + npts[row] - 2
+    idx = np.clip(np.searchsorted(t, grid, side="right") - 1, lo, hi)  # raw interval of each step
+    frac = (grid - t[idx]) / dt[idx]
+    nearer = np.where(frac < 0.5, down[idx], down[idx + 1])
+    inner = np.ones(len(dt), dtype=bool)
+    inner[(pstart + npts - 1)[:-1]] = False  # drop the steps from one signature to the next
+    med = _segment_median(dt[inner], pseg[1:][inner], npts - 1)
+    gap = dt[idx] > cfg.gap_factor * med[row]
+    out["pen_down"] = (nearer & ~gap).astype(np.float64)
+    return {k: v.reshape(B, T) for k, v in out.items()}, n
 
 
 def resample(sig: Signature, cfg: FeatureConfig) -> dict[str, np.ndarray]:
-    """Position-normalised channels resampled on :func:`time_grid` (before smoothing)."""
-    grid = time_grid(sig, cfg)
-    t = sig.t
-    x, y = normalise_position(sig)
-    out = {"t": grid, "x": np.interp(grid, t, x), "y": np.interp(grid, t, y)}
-    for c in sig.channels:
-        out[c] = np.interp(grid, t, getattr(sig, c))
-    dt = np.diff(t)
-    idx = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(t) - 2)  # raw interval of each step
-    frac = (grid - t[idx]) / dt[idx]
-    nearer = np.where(frac < 0.5, sig.pen_down[idx], sig.pen_down[idx + 1])
-    gap = dt[idx] > cfg.gap_factor * np.median(dt)
-    out["pen_down"] = (nearer & ~gap).astype(np.float64)
-    return out
+    """:func:`resample_many` of one signature: its resampled channels, 1-D."""
+    r, n = resample_many([sig], cfg)
+    return {k: v[0, : n[0]] for k, v in r.items()}
 
 
-def _zscore(v: np.ndarray) -> np.ndarray:
-    sd = v.std()
-    return (v - v.mean()) / sd if sd > _EPS else np.zeros_like(v)
+def _gradient(v: np.ndarray, h: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """np.gradient of each row's first n[b] values with spacing h[b] (B, T); one-sided at both ends."""
+    g = np.gradient(v, axis=1) / h[:, None]
+    rows = np.flatnonzero(n < v.shape[1])
+    last = n[rows] - 1
+    g[rows, last] = (v[rows, last] - v[rows, last - 1]) / h[rows]
+    return g
 
 
-def extract(sig: Signature, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
-    """Feature array (T, F) float32 of one signature; T = ``n_steps`` or by duration."""
-    missing = [c for c in cfg.channels if c in OPTIONAL_CHANNELS and getattr(sig, c) is None]
-    if missing:
-        raise FeatureError(
-            f"{sig.source or 'signature'}: feature set {cfg.feature_set!r} needs {', '.join(missing)}, "
-            "which this recording lacks; use a feature set without it, e.g. 'bromley'"
-        )
-    r = resample(sig, cfg)
+def _masked_zscore(v: np.ndarray, valid: np.ndarray, n: np.ndarray) -> np.ndarray:
+    mean = (v * valid).sum(1) / n
+    sd = np.sqrt((((v - mean[:, None]) * valid) ** 2).sum(1) / n)
+    ok = sd > _EPS
+    return np.where(ok[:, None], (v - mean[:, None]) / np.where(ok, sd, 1.0)[:, None], 0.0)
+
+
+def _check_channels(sigs: list[Signature], cfg: FeatureConfig) -> None:
+    for sig in sigs:
+        missing = [c for c in cfg.channels if c in OPTIONAL_CHANNELS and getattr(sig, c) is None]
+        if missing:
+            raise FeatureError(
+                f"{sig.source or 'signature'}: feature set {cfg.feature_set!r} needs {', '.join(missing)}, "
+                "which this recording lacks; use a feature set without it, e.g. 'bromley'"
+            )
+
+
+def _extract_batch(sigs: list[Signature], cfg: FeatureConfig) -> list[np.ndarray]:
+    """Features of a batch of signatures, computed together on (B, T) arrays."""
+    r, n = resample_many(sigs, cfg)
+    smooth = ["x", "y", *[c for c in OPTIONAL_CHANNELS if c in r]]
     if cfg.smooth_sigma > 0:
-        for k in ("x", "y", *sig.channels):
-            r[k] = gaussian_filter1d(r[k], cfg.smooth_sigma, mode="nearest")
-    step_s = (r["t"][1] - r["t"][0]) / 1000.0
-    vx, vy = np.gradient(r["x"], step_s), np.gradient(r["y"], step_s)
-    ax, ay = np.gradient(vx, step_s), np.gradient(vy, step_s)
+        for k in smooth:
+            r[k] = gaussian_filter1d(r[k], cfg.smooth_sigma, axis=1, mode="nearest")
+    h = (r["t"][:, 1] - r["t"][:, 0]) / 1000.0  # step in seconds, per signature
+    vx, vy = _gradient(r["x"], h, n), _gradient(r["y"], h, n)
+    ax, ay = _gradient(vx, h, n), _gradient(vy, h, n)
     speed = np.hypot(vx, vy)
     moving = speed > _EPS
     inv = np.where(moving, 1.0 / np.where(moving, speed, 1.0), 0.0)
+    valid = np.arange(r["x"].shape[1])[None, :] < n[:, None]
     f = {
         "pen_down": r["pen_down"],
         "x": r["x"],
         "y": r["y"],
         "speed": speed,
-        "acc_tangential": np.gradient(speed, step_s),
+        "acc_tangential": _gradient(speed, h, n),
         "acc_centripetal": (vx * ay - vy * ax) * inv,
         "dir_cos": vx * inv,
         "dir_sin": vy * inv,
         "vx": vx, "vy": vy, "ax": ax, "ay": ay,
     }
     if "curv_cos" in cfg.channels:
-        dtheta = np.gradient(np.unwrap(np.arctan2(vy, vx)))
+        dtheta = _gradient(np.unwrap(np.arctan2(vy, vx), axis=1), np.ones(len(sigs)), n)
         f["curv_cos"], f["curv_sin"] = np.cos(dtheta), np.sin(dtheta)
     for c in OPTIONAL_CHANNELS:
         if c in cfg.channels:
-            f[c] = _zscore(r[c])
-    out = np.stack([f[c] for c in cfg.channels], axis=1)  # (T, F)
-    if not np.isfinite(out).all():
+            f[c] = _masked_zscore(r[c], valid, n)
+    out = np.stack([f[c] for c in cfg.channels], axis=2)  # (B, T, F)
+    finite = np.where(valid[:, :, None], np.isfinite(out), True).all(axis=(1, 2))
+    if not finite.all():
+        sig = sigs[int(np.argmin(finite))]
         raise FeatureError(f"{sig.source or 'signature'}: features are not finite (values out of numeric range)")
-    return out.astype(np.float32)
+    out = out.astype(np.float32)
+    return [out[b, : n[b]] for b in range(len(sigs))]
 
 
-def extract_many(sigs: list[Signature], cfg: FeatureConfig = FeatureConfig()) -> list[np.ndarray]:
-    """:func:`extract` for each signature."""
-    return [extract(s, cfg) for s in sigs]
+BATCH = 256  # signatures featurised together: bounds the padded arrays' memory
+
+
+def extract_many(sigs: Sequence[Signature], cfg: FeatureConfig = FeatureConfig()) -> list[np.ndarray]:
+    """Feature arrays (T_i, F) float32 of many signatures, in their order.
+
+    Signatures are processed in batches of similar duration (little padding
+    in the variable-length mode); raises FeatureError naming the first
+    signature that cannot be featurised.
+    """
+    sigs = list(sigs)
+    _check_channels(sigs, cfg)
+    order = np.argsort([s.t[-1] - s.t[0] for s in sigs], kind="stable") if cfg.n_steps is None else np.arange(len(sigs))
+    out: list[np.ndarray] = [None] * len(sigs)  # type: ignore[list-item]
+    for s in range(0, len(sigs), BATCH):
+        idx = order[s : s + BATCH]
+        for i, f in zip(idx, _extract_batch([sigs[i] for i in idx], cfg)):
+            out[i] = f
+    return out
+
+
+def extract(sig: Signature, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """Feature array (T, F) float32 of one signature; T = ``n_steps`` or by duration."""
+    return extract_many([sig], cfg)[0]

@@ -51,7 +51,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
-from .features import FeatureConfig, extract
+from .features import FeatureConfig, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
@@ -195,11 +195,12 @@ def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, in
         raise ConfigError(f"{data}: {len(names)} writer(s); training needs at least 3 (2 to learn from, 1 to validate)")
     n_val = min(len(names) - 2, max(2 if len(names) >= 6 else 1, round(cfg.train.val_fraction * len(names))))
     train_w, val_w = datasets.split_writers(names, n_val, seed=cfg.train.seed)
-    seqs = []
+    sigs = []
     for i, row in enumerate(table.to_dict("records")):
-        seqs.append(torch.from_numpy(extract(datasets.read_row(row), cfg.features)))
+        sigs.append(datasets.read_row(row))
         if progress:
-            progress("features", i + 1, len(table))
+            progress("read", i + 1, len(table))
+    seqs = [torch.from_numpy(f) for f in extract_many(sigs, cfg.features)]
     rows = lambda ws: np.flatnonzero(table["writer"].isin(ws).to_numpy())  # noqa: E731
     lengths = np.array([len(x) for x in seqs])
     return Prepared(table, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), datasets.fingerprint(table))

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from .distances import Distance, to_score
-from .features import FeatureConfig, extract
+from .features import FeatureConfig, extract, extract_many
 from .metrics import eer, threshold_at_far
 from .model import TDNN, load_checkpoint, embed_all
 from .signature import Signature
@@ -152,6 +152,10 @@ class Method:
     def features(self, signature: Signature):
         raise NotImplementedError
 
+    def features_many(self, signatures: Sequence[Signature]) -> list:
+        """:meth:`features` of each signature (methods override this with a batched version)."""
+        return [self.features(s) for s in signatures]
+
     def represent(self, feats: Sequence):
         raise NotImplementedError
 
@@ -168,11 +172,11 @@ class Method:
         """A template from K >= 1 reference signatures."""
         if not signatures:
             raise VerifierError(f"writer {writer!r}: no reference signatures to enroll")
-        return self.template(writer, self.represent([self.features(s) for s in signatures]), tuple(s.source or "" for s in signatures))
+        return self.template(writer, self.represent(self.features_many(signatures)), tuple(s.source or "" for s in signatures))
 
     def score_many(self, template, signatures: Sequence[Signature]) -> np.ndarray:
         """Scores (Q,) of Q query signatures (higher = more genuine)."""
-        return self.score_reps(template, self.represent([self.features(s) for s in signatures]))
+        return self.score_reps(template, self.represent(self.features_many(signatures)))
 
     def score(self, template, signature: Signature) -> float:
         """The score of one query (higher = more genuine)."""
@@ -251,6 +255,10 @@ class Verifier(Method):
         """The feature sequence (T, F) of one signature (raises FeatureError when it has none)."""
         return torch.from_numpy(extract(signature, self.feature_config))
 
+    def features_many(self, signatures: Sequence[Signature]) -> list[torch.Tensor]:
+        """Feature sequences of many signatures, computed together (:func:`tdnn_siamese.features.extract_many`)."""
+        return [torch.from_numpy(f) for f in extract_many(signatures, self.feature_config)]
+
     def represent(self, feats: Sequence[torch.Tensor]) -> np.ndarray:
         """Embeddings (N, D) float32 of N feature sequences, batched."""
         if not len(feats):
@@ -259,7 +267,7 @@ class Verifier(Method):
 
     def embed(self, signatures: Sequence[Signature]) -> np.ndarray:
         """Embeddings (N, D) float32 of N signatures."""
-        return self.represent([self.features(s) for s in signatures])
+        return self.represent(self.features_many(signatures))
 
     # ---- templates and scores
 

@@ -3,9 +3,11 @@ import pytest
 
 from tdnn_siamese import datasets, synth
 from tdnn_siamese.config import ConfigError
-from tdnn_siamese.features import FEATURE_SETS, FeatureConfig, FeatureError, extract, resample
+from tdnn_siamese import features
+from tdnn_siamese.features import FEATURE_SETS, FeatureConfig, FeatureError, extract, extract_many, resample
 from tdnn_siamese.signature import Signature
 
+from . import feature_reference
 from .conftest import make_signature
 
 
@@ -126,3 +128,43 @@ def test_feature_config_is_strict():
     with pytest.raises(ConfigError):
         FeatureConfig(n_steps=3)
     assert FeatureConfig(rate_hz=100).rate_hz == 100.0 and isinstance(FeatureConfig(rate_hz=100).rate_hz, float)
+
+
+def _irregular(seed: int) -> Signature:
+    sig = make_signature(n=80 + 13 * seed, seed=seed)
+    t = sig.t.copy()
+    t[30:] += 7.0 * (seed + 1)  # irregular sampling
+    t[55:] += 300.0 * (seed % 2)  # and sometimes a gap
+    return Signature(t=t, x=sig.x, y=sig.y, pen_down=sig.pen_down, pressure=sig.pressure, azimuth=sig.azimuth,
+                     altitude=sig.altitude, source=f"irregular{seed}")
+
+
+@pytest.mark.parametrize("feature_set", sorted(FEATURE_SETS))
+@pytest.mark.parametrize("n_steps", [200, 37, None])
+def test_batched_features_equal_the_plain_reference(feature_set, n_steps, monkeypatch):
+    """Many signatures of different lengths featurised together give each one's own features, in order."""
+    monkeypatch.setattr(features, "BATCH", 3)  # several batches, some padded
+    sigs = [_irregular(s) for s in range(5)] + synth.generate(2, 2, 1, seed=7)
+    cfg = FeatureConfig(feature_set=feature_set, n_steps=n_steps)
+    got = extract_many(sigs, cfg)
+    assert len(got) == len(sigs)
+    for sig, f in zip(sigs, got):
+        want = feature_reference.extract(sig, cfg)
+        assert f.shape == want.shape and f.dtype == np.float32
+        np.testing.assert_allclose(f, want, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(f, extract(sig, cfg), rtol=1e-6, atol=1e-6)  # alone or in a batch: the same numbers
+
+
+def test_batched_features_equal_the_reference_on_public_files(svc_root):
+    sigs = datasets.load_signatures(datasets.load(svc_root).iloc[::23])
+    for cfg in (FeatureConfig(), FeatureConfig(feature_set="extended", n_steps=None), FeatureConfig(feature_set="kinematic", n_steps=None)):
+        for sig, f in zip(sigs, extract_many(sigs, cfg)):
+            np.testing.assert_allclose(f, feature_reference.extract(sig, cfg), rtol=1e-5, atol=1e-4)
+
+
+def test_a_bad_signature_in_a_batch_is_named():
+    sigs = [_irregular(0), make_signature(n=50, seed=1), _irregular(1)]
+    sigs[1] = Signature(t=sigs[1].t, x=sigs[1].x, y=sigs[1].y, pen_down=sigs[1].pen_down, source="short.txt")
+    with pytest.raises(FeatureError, match="short.txt: lasts 490 ms"):
+        extract_many(sigs, FeatureConfig(n_steps=None, rate_hz=10.0))
+    assert extract_many([], FeatureConfig()) == []

@@ -250,3 +250,28 @@ def test_more_than_a_million_points_is_refused(tmp_path, suffix):
         p.write_text('{"points": [' + ",".join(['{"x":1,"y":2}'] * n) + "]}")
     with pytest.raises(SignatureFormatError, match="1000000"):
         read_signature(p)
+
+
+@pytest.mark.parametrize("text", [
+    svc_text(svc_rows(30)),
+    svc_text([[r[0] + 0.25, r[1] - 1e-3] + r[2:] for r in svc_rows(30)]),  # decimals: the float conversion
+    svc_text(svc_rows(30)).replace("\n", "\r\n"),  # CRLF line ends
+    svc_text(svc_rows(30)).replace(" ", "\t  ") + "\n\n",  # tabs, runs of blanks, trailing blank lines
+    "30\n\n" + svc_text(svc_rows(30)).split("\n", 1)[1],  # a blank line before the points: line numbers shift
+    svc_text([r[:4] for r in svc_rows(30)]),  # Task 1: four columns
+    svc_text([r[:2] + [r[2] - 40 * (i == 12)] + r[3:] for i, r in enumerate(svc_rows(30))]),  # time going backwards
+])
+def test_svc_whole_file_reader_equals_the_line_by_line_one(tmp_path, monkeypatch, text):
+    """The one-pass reader of plain files gives exactly what the line-by-line reader gives, line numbers included."""
+    p = _bad_svc(tmp_path, text, "ok.txt")
+    head, _, body = text.partition("\n")
+    fast_table = formats._fast_table(body, int(head))
+    assert fast_table is not None  # these files take the fast path
+    fast = read_signature(p)
+    monkeypatch.setattr(formats, "_fast_table", lambda body, declared: None)
+    slow = read_signature(p)
+    for c in ("t", "x", "y", "pen_down", "pressure", "azimuth", "altitude"):
+        a, b = getattr(fast, c), getattr(slow, c)
+        assert (a is None and b is None) or np.array_equal(a, b), c
+    lines = [i for i, ln in enumerate(text.splitlines(), start=1) if ln.split()][1:]
+    np.testing.assert_array_equal(fast_table[1], lines)
