@@ -211,7 +211,7 @@ def bench_training(data: Path, cfg: RunConfig, quick: bool) -> dict:
     sampler = PairSampler(prep.table.iloc[prep.train_rows].reset_index(drop=True), tuple(tc.mix))
     loss_fn = PairLoss(tc.loss, Distance(tc.distance), margin=tc.margin)
     t0 = time.perf_counter()
-    tr._train_epoch(enc, avg, opt, loss_fn, sampler, prep, tc, 1, None)
+    tr._train_epoch(enc, avg, opt, loss_fn, sampler, prep, RunConfig(cfg.features, cfg.model, tc), 1, None)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     tr.validate(avg or enc, prep, cfg)

@@ -51,6 +51,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
+from .augment import augment
 from .features import FeatureConfig, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
@@ -58,6 +59,7 @@ from .metrics import eer
 from .model import TDNN, TDNNConfig, embed_all, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import sk_protocol
+from .signature import Signature
 from .verifier import MIN_REFERENCES, STRATEGIES, template_scores
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class TrainConfig(StrictConfig):
     val_k: int = 5
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
+    augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment)
     seed: int = 0
 
     def validate(self) -> None:
@@ -94,6 +97,8 @@ class TrainConfig(StrictConfig):
             raise ConfigError("loss 'bromley' needs distance 'cosine'")
         if min(self.epochs, self.pairs_per_epoch, self.batch_size, self.val_k, self.patience) < 1:
             raise ConfigError("epochs, pairs_per_epoch, batch_size, val_k and patience must be positive")
+        if not 0 <= self.augment <= 3:
+            raise ConfigError(f"augment is a strength between 0 (off) and 3, got {self.augment}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if not 0 < self.val_fraction < 1 or not self.lr > 0 or self.weight_decay < 0 or not self.margin > 0:
@@ -179,6 +184,7 @@ class Prepared:
     """Features of every signature of the corpus, split into training and validation writers."""
 
     table: pd.DataFrame
+    sigs: list[Signature]  # per table row
     seqs: list[torch.Tensor]  # (T_i, F) per table row
     lengths: np.ndarray  # T_i per table row
     fixed_length: bool  # every T_i equal (features resampled to n_steps)
@@ -203,7 +209,7 @@ def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, in
     seqs = [torch.from_numpy(f) for f in extract_many(sigs, cfg.features)]
     rows = lambda ws: np.flatnonzero(table["writer"].isin(ws).to_numpy())  # noqa: E731
     lengths = np.array([len(x) for x in seqs])
-    return Prepared(table, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), datasets.fingerprint(table))
+    return Prepared(table, sigs, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), datasets.fingerprint(table))
 
 
 def input_stats(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,14 +294,19 @@ def _batches(pairs_n: int, lengths: np.ndarray, batch_size: int, rng: np.random.
     return [out[i] for i in rng.permutation(len(out))]
 
 
-def _embed_pairs(encoder: TDNN, prep: Prepared, a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed_pairs(encoder: TDNN, a: list[torch.Tensor], b: list[torch.Tensor], fixed_length: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Both sides of a batch of pairs through the ONE encoder, in one call: (B, D), (B, D)."""
-    seqs = [prep.seqs[i] for i in np.concatenate([a, b])]
-    if prep.fixed_length:
-        e = encoder(torch.stack(seqs), None)
-    else:
-        e = encoder(*pad_batch(seqs))
+    seqs = a + b
+    e = encoder(torch.stack(seqs), None) if fixed_length else encoder(*pad_batch(seqs))
     return e[: len(a)], e[len(a) :]
+
+
+def _pair_sequences(prep: Prepared, rows: np.ndarray, cfg: RunConfig, rng: np.random.Generator) -> list[torch.Tensor]:
+    """Feature sequences of these rows: the prepared ones, or of freshly perturbed signatures when augmenting."""
+    if not cfg.train.augment:
+        return [prep.seqs[i] for i in rows]
+    sigs = [augment(prep.sigs[i], rng, cfg.train.augment) for i in rows]
+    return [torch.from_numpy(f) for f in extract_many(sigs, cfg.features)]
 
 
 def _save_bytes(path: Path, obj: Any) -> None:
@@ -389,7 +400,7 @@ def train(
 
     for epoch in range(start, tc.epochs + 1):  # epoch 0 only validates the initial weights: the baseline
         t0 = time.perf_counter()
-        mean_loss = _train_epoch(encoder, averaged, opt, loss_fn, sampler, prep, tc, epoch, progress) if epoch else float("nan")
+        mean_loss = _train_epoch(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress) if epoch else float("nan")
         kept = averaged if averaged is not None else encoder
         val = validate(kept, prep, cfg)
         improved = best is None or val.key < tuple(best["key"])
@@ -420,16 +431,18 @@ def _new_encoder(cfg: TDNNConfig, seed: int) -> TDNN:
 
 
 def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler, prep: Prepared,
-                 tc: TrainConfig, epoch: int, progress: Callable[..., None] | None) -> float:
-    """One pass over fresh pairs (seeded by ``(seed, epoch)``); returns the mean loss."""
+                 cfg: RunConfig, epoch: int, progress: Callable[..., None] | None) -> float:
+    """One pass over fresh pairs (seeded by ``(seed, epoch)``), augmented when asked; returns the mean loss."""
+    tc = cfg.train
     encoder.train()
     rng = np.random.default_rng([tc.seed, epoch])
     pairs = sampler.sample(tc.pairs_per_epoch, rng)
     a, b = prep.train_rows[pairs.a], prep.train_rows[pairs.b]
-    batches = _batches(len(pairs), np.maximum(prep.lengths[a], prep.lengths[b]), tc.batch_size, rng)
+    sa, sb = _pair_sequences(prep, a, cfg, rng), _pair_sequences(prep, b, cfg, rng)
+    batches = _batches(len(pairs), np.maximum([len(x) for x in sa], [len(x) for x in sb]), tc.batch_size, rng)
     total = 0.0
     for bi, sl in enumerate(batches):
-        ea, eb = _embed_pairs(encoder, prep, a[sl], b[sl])  # the Siamese twins: one encoder
+        ea, eb = _embed_pairs(encoder, [sa[i] for i in sl], [sb[i] for i in sl], prep.fixed_length)  # the Siamese twins: one encoder
         loss = loss_fn(ea, eb, torch.from_numpy(pairs.y[sl]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
