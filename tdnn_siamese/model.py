@@ -24,6 +24,13 @@ Presets (``TDNNConfig.preset``):
   are zeroed before every convolution and excluded from pooling, and the
   normalisation is per step.
 
+Pooling over the whole signature forgets the order of events: a forgery
+made of the right strokes in the wrong rhythm pools like the original.
+With ``segments = S > 1`` each of S equal stretches of a signature's valid
+steps is pooled separately and the S vectors are concatenated, so the
+embedding keeps the coarse temporal order (a uniform time alignment, the
+cheap cousin of DTW's).
+
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) hold everything
 needed to use a model: format version, model and feature configs, weights,
 the default scoring strategy and its calibrated threshold, validation scores
@@ -77,6 +84,7 @@ class TDNNConfig(StrictConfig):
     norm: bool  # channel-wise layer norm after each convolution
     pooling: str  # "mean" or "stats" (mean and std), masked over valid steps
     embedding_dim: int  # 0: the pooled vector is the embedding
+    segments: int = 1  # pool each of this many equal stretches of time separately (keeps coarse temporal order)
 
     def validate(self) -> None:
         n = len(self.channels)
@@ -90,6 +98,8 @@ class TDNNConfig(StrictConfig):
             raise ConfigError("'same' padding needs stride 1 and odd kernels")
         if self.embedding_dim < 0:
             raise ConfigError("embedding_dim must be >= 0")
+        if not isinstance(self.segments, int) or isinstance(self.segments, bool) or not 1 <= self.segments <= 64:
+            raise ConfigError(f"segments must be an integer from 1 to 64, got {self.segments!r}")
 
     @classmethod
     def from_preset(cls, preset: str, n_features: int, **overrides: Any) -> "TDNNConfig":
@@ -100,15 +110,18 @@ class TDNNConfig(StrictConfig):
 
     @property
     def output_dim(self) -> int:
-        pooled = self.channels[-1] * (2 if self.pooling == "stats" else 1)
-        return self.embedding_dim or pooled
+        return self.embedding_dim or self.pooled_dim
+
+    @property
+    def pooled_dim(self) -> int:
+        return self.channels[-1] * (2 if self.pooling == "stats" else 1) * self.segments
 
     @property
     def min_length(self) -> int:
         """Shortest input (steps) that leaves at least one output step."""
         if self.padding == "same":
-            return 1
-        n = 1
+            return self.segments
+        n = self.segments
         for k, s, d in reversed(list(zip(self.kernels, self.strides, self.dilations))):
             n = (n - 1) * s + d * (k - 1) + 1
         return n
@@ -147,8 +160,16 @@ class TDNN(nn.Module):
             c_in = c
         self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
         self.act = torch.tanh if cfg.activation == "tanh" else F.relu
-        pooled = c_in * (2 if cfg.pooling == "stats" else 1)
-        self.proj = nn.Linear(pooled, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
+        self.proj = nn.Linear(cfg.pooled_dim, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
+
+    def _segment_pool(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean (and std) of each of ``segments`` equal stretches of every sequence's valid steps: (B, pooled_dim)."""
+        w = _segment_weights(lengths, h.shape[-1], self.cfg.segments).to(h.dtype)  # (B, S, T')
+        mean = torch.einsum("bct,bst->bcs", h, w)  # (B, C, S)
+        if self.cfg.pooling != "stats":
+            return mean.flatten(1)
+        var = torch.einsum("bct,bst->bcs", h * h, w) - mean * mean
+        return torch.cat([mean, torch.sqrt(var.clamp_min(0) + 1e-5)], dim=1).flatten(1)  # (B, 2C x S)
 
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Standardise inputs with these per-channel statistics (of the training data)."""
@@ -175,6 +196,8 @@ class TDNN(nn.Module):
                 h = h * (torch.arange(h.shape[-1], device=x.device)[None, :] < lengths[:, None]).to(h.dtype)[:, None, :]
             h = self.act(norm(conv(h)))  # (B, C, T')
             lengths = self._out_lengths(lengths, i)
+        if self.cfg.segments > 1:
+            return self.proj(self._segment_pool(h, lengths))
         if padded:
             mask = (torch.arange(h.shape[-1], device=x.device)[None, :] < lengths[:, None]).to(h.dtype)[:, None, :]  # (B, 1, T')
             n = lengths.to(h.dtype)[:, None]  # (B, 1)
@@ -185,6 +208,16 @@ class TDNN(nn.Module):
             var = (h * h).mean(-1) - mean * mean if self.cfg.pooling == "stats" else None
         pooled = torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1) if self.cfg.pooling == "stats" else mean  # (B, 2C) or (B, C)
         return self.proj(pooled)  # (B, D)
+
+
+def _segment_weights(lengths: torch.Tensor, T: int, S: int) -> torch.Tensor:
+    """(B, S, T) averaging weights: step t < L of a sequence belongs to segment floor(t S / L)."""
+    t = torch.arange(T, device=lengths.device)[None, :]
+    L = lengths[:, None]
+    seg = torch.div(t * S, L.clamp_min(1), rounding_mode="floor")  # (B, T)
+    member = (seg[:, None, :] == torch.arange(S, device=lengths.device)[None, :, None]) & (t < L)[:, None, :]  # (B, S, T)
+    w = member.float()
+    return w / w.sum(-1, keepdim=True).clamp_min(1.0)
 
 
 class Siamese(nn.Module):

@@ -80,6 +80,31 @@ def test_padding_does_not_change_an_embedding(preset):
     torch.testing.assert_close(embed_all(enc, seqs, batch_size=3), alone, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("preset,pooling", [("modern", "stats"), ("modern", "mean"), ("bromley", "mean")])
+def test_segment_pooling_is_padding_free_and_keeps_temporal_order(preset, pooling):
+    torch.manual_seed(0)
+    enc = TDNN(TDNNConfig.from_preset(preset, 8, pooling=pooling, segments=4)).eval()
+    assert enc.cfg.output_dim == (enc.cfg.embedding_dim or enc.cfg.pooled_dim)
+    seqs = [torch.randn(n, 8) for n in (90, 213, 120, 150)]
+    alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
+    x, lengths = pad_batch(seqs)
+    x = x + (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None]) * 7.0
+    torch.testing.assert_close(enc(x, lengths), alone, rtol=1e-5, atol=1e-5)
+    s = seqs[1]
+    swapped = torch.cat([s[len(s) // 2 :], s[: len(s) // 2]])  # the same steps, halves in the other order
+    assert not torch.allclose(enc(s[None]), enc(swapped[None]), atol=1e-3)  # segments see the order
+    if preset == "modern":
+        assert enc.cfg.min_length == 4
+
+
+def test_segment_weights_by_hand():
+    from tdnn_siamese.model import _segment_weights
+
+    w = _segment_weights(torch.tensor([6, 3]), 6, 3)
+    assert w[0].tolist() == [[0.5, 0.5, 0, 0, 0, 0], [0, 0, 0.5, 0.5, 0, 0], [0, 0, 0, 0, 0.5, 0.5]]
+    assert w[1].tolist() == [[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+
+
 def test_too_short_for_the_encoder():
     with pytest.raises(ValueError, match="shorter than the 38"):
         encoder("bromley")(torch.randn(1, 30, 8))
