@@ -135,3 +135,16 @@ def test_the_cli_offers_every_scoring_strategy():
     from tdnn_siamese import cli, verifier
 
     assert cli.STRATEGIES == verifier.STRATEGIES
+
+
+def test_verifying_imports_neither_pandas_nor_scipy(sample_model):
+    """A verification's start-up is torch's import and little else (issue #6: CLI cold start)."""
+    refs = [str(W / f"g0{i}.csv") for i in range(1, 6)]
+    code = ("import sys; from tdnn_siamese.cli import main; "
+            f"rc = main(['verify', '--model', {str(sample_model)!r}, '--references', *{refs!r}, '--', {str(W / 'g06.csv')!r}]); "
+            "heavy = sorted(m for m in ('pandas', 'scipy', 'matplotlib', 'dtaidistance') if m in sys.modules); "
+            "print(rc, heavy)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rc, heavy = r.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert rc in ("0", "1") and heavy == "[]"  # a decision was made (accepted or rejected), with none of them loaded
