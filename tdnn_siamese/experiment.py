@@ -16,7 +16,8 @@ report (:mod:`tdnn_siamese.evaluate`). ``DIR`` gets::
 
     fold1/train/manifest.csv   the fold's training writers (absolute paths)
     fold1/run/                 model.pt, metrics.csv, ... (tdnn)
-    fold1/scores-S05.csv       the held-out fold's scores, per protocol
+    fold1/scores-S05.csv       the held-out fold's scores, per protocol (tdnn: calibrated log-odds,
+                               raw scores in raw_score; see tdnn_siamese.calibration)
     scores.csv report.json report.md far_frr.png det.png    (one protocol)
     S05/..., S10/...                                        (several: --protocol S05,S10)
 
@@ -81,13 +82,17 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
                                progress=progress)
             verifier = Verifier.from_checkpoint(model_path)
             scorer, threshold = verifier, verifier.threshold()
+            calibrate = verifier.log_odds
         else:
-            scorer, threshold = DTWVerifier(dtw_config), None
+            scorer, threshold, calibrate = DTWVerifier(dtw_config), None, None
         for k in ks:
             scores = score_protocols(scorer, test, sk_protocols(test, k, draws, seed), progress)
             scores["fold"] = f
+            if calibrate is not None:  # each fold model's scores as calibrated log-odds: one scale for the pooled figures
+                scores["raw_score"] = scores["score"]
+                scores["score"] = calibrate(scores["raw_score"].to_numpy())
             if threshold is not None:
-                scores["threshold"] = threshold
+                scores["threshold"] = float(calibrate([threshold])[0]) if calibrate is not None else threshold
             atomic_write_text(done[k], scores.to_csv(index=False, float_format="%.9g", lineterminator="\n"))
             parts[k].append(scores)
         logger.info("fold %d: %d writers scored in %.0f s", f, len(test_w), time.perf_counter() - t0)
@@ -98,7 +103,9 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
                 "protocol_text": f"{folds}-fold writer-disjoint cross-validation; per test writer the first {k} genuine signatures "
                                  "(session 1 first) are references" + (f", or {draws} random draws of {k}" if draws > 1 else "")
                                  + "; random forgeries are the first genuine signature of the other writers of the same fold; "
-                                 "global figures pool the folds' scores",
+                                 "global figures pool the folds' scores" + (
+                                     " (each fold model's scores mapped to log-odds by a logistic fit on its own validation "
+                                     "writers' scores; raw scores in raw_score)" if method == "tdnn" else ""),
                 "folds": folds, "seed": seed}
         if method == "tdnn":
             meta["training"] = run_config.to_dict()

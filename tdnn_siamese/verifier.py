@@ -249,6 +249,22 @@ class Verifier(Method):
             logger.warning("FAR %.4g is finer than the %d validation impostor scores resolve (1/%d)", far, len(impostor), len(impostor))
         return threshold_at_far(impostor, far)
 
+    def log_odds(self, scores: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Scores of this strategy mapped to calibrated log-odds of "genuine" (:mod:`tdnn_siamese.calibration`).
+
+        Fitted on the stored validation scores (skilled forgeries as impostors
+        when there are any, else random ones); increasing, so decisions at a
+        correspondingly mapped threshold are the same.
+        """
+        from .calibration import fit_logistic
+
+        cal = self.calibration.get(self.strategy) or {}
+        impostor = cal.get("skilled") or cal.get("random")
+        if not cal.get("genuine") or not impostor:
+            raise VerifierError(f"{self.source or 'the model'} holds no validation scores for strategy {self.strategy!r} to calibrate with")
+        a, b = fit_logistic(cal["genuine"], impostor)
+        return a * np.asarray(scores, np.float64) + b
+
     # ---- embeddings
 
     def features(self, signature: Signature) -> torch.Tensor:

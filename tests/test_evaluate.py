@@ -143,6 +143,9 @@ def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsy
         test_writers = set(scores[scores.fold == f].writer)
         assert not test_writers & (set(prov["train_writers"]) | set(prov["val_writers"]))
         assert (scores[scores.fold == f]["threshold"] == scores[scores.fold == f]["threshold"].iloc[0]).all()
+        d = scores[scores.fold == f]  # scores are the fold model's calibrated log-odds: an increasing map of the raw ones
+        order = np.argsort(d["raw_score"].to_numpy(), kind="stable")
+        assert (np.diff(d["score"].to_numpy()[order]) >= -1e-12).all() and d["score"].nunique() > 1
     rep = json.loads((out / "report.json").read_text())
     assert rep["folds"] == 2 and rep["training"]["train"]["epochs"] == 1 and "calibrated" in rep["results"]["skilled"]
     # resume: finished folds are read back, nothing retrained

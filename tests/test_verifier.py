@@ -163,3 +163,15 @@ def test_round_trip_on_the_sample_genuines_score_higher_than_forgeries(sample_mo
         assert isinstance(d, Decision) and d.accepted == (d.score >= d.threshold) and d.score == pytest.approx(g[0], rel=1e-3, abs=1e-6)
     assert gaps[0] > 0  # the writer the acceptance names: the first
     assert np.mean(np.array(gaps) > 0) >= 0.9, pd.Series(gaps, index=writers)
+
+
+def test_log_odds_is_an_increasing_map_fitted_on_the_validation_scores(sample_model):
+    v = Verifier.from_checkpoint(sample_model)
+    cal = v.calibration[v.strategy]
+    raw = np.sort(np.concatenate([cal["genuine"], cal["skilled"]]))
+    lo = v.log_odds(raw)
+    assert np.isfinite(lo).all() and (np.diff(lo) >= 0).all() and lo[-1] > lo[0]
+    assert np.mean(v.log_odds(cal["genuine"])) > 0 > np.mean(v.log_odds(cal["skilled"]))  # genuine on the positive side
+    bare = Verifier(v.encoder, v.feature_config, "cosine", "mean", calibration={})
+    with pytest.raises(VerifierError, match="no validation scores"):
+        bare.log_odds([0.5])

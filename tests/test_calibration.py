@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from tdnn_siamese.calibration import RIDGE, fit_logistic
+from tdnn_siamese.metrics import eer
+
+
+def _objective(theta, g, i):
+    """The same weighted, ridge-penalised logistic loss, written plainly (in standardised scores)."""
+    s = np.concatenate([g, i])
+    mu, sd = s.mean(), s.std()
+    a, b = theta
+    lg = np.log1p(np.exp(-(a * (g - mu) / sd + b))).mean()
+    li = np.log1p(np.exp(a * (i - mu) / sd + b)).mean()
+    return 0.5 * lg + 0.5 * li + 0.5 * RIDGE * a * a
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fit_matches_a_generic_optimiser(seed):
+    rng = np.random.default_rng(seed)
+    g, i = rng.normal(2.0, 1.0, 40 + seed), rng.normal(0.0, 1.5, 90)
+    a, b = fit_logistic(g, i)
+    s = np.concatenate([g, i])
+    mu, sd = s.mean(), s.std()
+    ref = minimize(_objective, np.zeros(2), args=(g, i), method="BFGS", options={"gtol": 1e-10}).x
+    assert a == pytest.approx(ref[0] / sd, rel=1e-4)
+    assert b == pytest.approx(ref[1] - ref[0] * mu / sd, rel=1e-4, abs=1e-6)
+
+
+def test_increasing_map_keeps_the_eer_and_puts_models_on_one_scale():
+    rng = np.random.default_rng(0)
+    g, i = rng.normal(0.99, 0.004, 60), rng.normal(0.975, 0.006, 60)  # a model scoring in a narrow band
+    a, b = fit_logistic(g, i)
+    assert a > 0
+    assert eer(a * g + b, a * i + b)[0] == eer(g, i)[0]
+    g2, i2 = rng.normal(0.6, 0.2, 60), rng.normal(0.1, 0.3, 60)  # another model, another scale
+    a2, b2 = fit_logistic(g2, i2)
+    pooled_raw = eer(np.r_[g, g2], np.r_[i, i2])[0]
+    pooled_cal = eer(np.r_[a * g + b, a2 * g2 + b2], np.r_[a * i + b, a2 * i2 + b2])[0]
+    assert pooled_cal < pooled_raw
+
+
+def test_perfectly_separated_scores_give_a_finite_map():
+    a, b = fit_logistic([1.0, 1.1, 1.2], [0.0, 0.1])
+    assert np.isfinite(a) and np.isfinite(b) and a > 0
+    with pytest.raises(ValueError, match="genuine and impostor"):
+        fit_logistic([], [0.0])
