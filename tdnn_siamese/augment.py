@@ -12,8 +12,9 @@ feature set sees it:
   whose speeds change by independent factors, the total duration kept (a
   global speed change would imitate a forger's slow, careful hand, which is
   exactly what must stay visible);
-- **pressure scaling** by one factor (device gain; only feature sets that
-  do not z-normalise pressure per signature notice it).
+- **pressure scaling** by one factor (device gain). The built-in feature
+  sets z-normalise pressure per signature and so do not see it; it is
+  there for the raw-pressure features a user may add.
 
 ``strength`` scales every range; 0 returns the signature unchanged. The
 caller passes the ``numpy.random.Generator``: nothing here seeds itself.
