@@ -56,7 +56,7 @@ from .features import FeatureConfig, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
-from .model import TDNN, TDNNConfig, embed_all, pad_batch, save_checkpoint
+from .model import PRESET_FEATURES, TDNN, TDNNConfig, embed_all, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import sk_protocol
 from .signature import Signature
@@ -85,7 +85,7 @@ class TrainConfig(StrictConfig):
     val_k: int = 5
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
-    augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment)
+    augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
     seed: int = 0
 
     def validate(self) -> None:
@@ -140,7 +140,8 @@ class RunConfig:
         preset = model.pop("preset", "modern")
         if "n_features" in model:
             raise ConfigError("model.n_features follows from the feature set; do not set it")
-        features = FeatureConfig.from_dict({**FeatureConfig().to_dict(), **sections.get("features", {})})
+        features = FeatureConfig.from_dict({**FeatureConfig(feature_set=PRESET_FEATURES.get(preset, "bromley")).to_dict(),
+                                            **sections.get("features", {})})
         return cls(features=features, model=TDNNConfig.from_preset(preset, features.n_features, **model),
                    train=TrainConfig.from_dict(sections.get("train", {})))
 

@@ -114,7 +114,7 @@ def test_gradient_check_on_a_tiny_model():
     torch.manual_seed(0)
     for over in (dict(activation="tanh", norm=True, pooling="stats"), dict(activation="tanh", norm=False, pooling="mean")):
         cfg = TDNNConfig.from_preset("modern", 3, channels=(4, 3), kernels=(3, 3), strides=(1, 1), dilations=(1, 2),
-                                     embedding_dim=2, **over)
+                                     embedding_dim=2, segments=2, **over)
         enc = TDNN(cfg).double()
         x = torch.randn(2, 9, 3, dtype=torch.double, requires_grad=True)
         lengths = torch.tensor([9, 6])
