@@ -109,8 +109,9 @@ def encoder_flops(cfg: TDNNConfig, steps: int) -> float:
         t = t if cfg.padding == "same" else (t - d * (k - 1) - 1) // s + 1
         flops += 2.0 * c_in * c * k * t
         c_in = c
+    flops += 2.0 * c_in * t * cfg.segments * (2 if cfg.pooling == "stats" else 1)  # pooling (segment sums of h and h^2)
     if cfg.embedding_dim:
-        flops += 2.0 * cfg.output_dim * c_in * (2 if cfg.pooling == "stats" else 1)
+        flops += 2.0 * cfg.output_dim * cfg.pooled_dim
     return flops
 
 
