@@ -524,7 +524,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", default="bromley", choices=["bromley", "extended"], help="feature set (default: bromley)")
+    p.add_argument("--features", default="bromley", choices=["bromley", "extended", "kinematic"], help="feature set (default: bromley)")
     p.add_argument("--n-steps", type=int, default=200, help="fixed number of time steps (default: 200, as in Bromley et al.)")
     p.add_argument("--variable-length", action="store_true", help="resample at 100 Hz instead of to a fixed length")
 
@@ -533,14 +533,17 @@ STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm")  # verifier.ST
 
 
 def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
-    p.add_argument("--preset", choices=["modern", "bromley"], help="encoder preset (default: modern)")
+    p.add_argument("--preset", choices=["modern", "bromley"],
+                   help="encoder preset (default: modern, trained on the kinematic features, which need pressure; "
+                        "bromley: Fig. 1 of the 1994 paper on its 8 features)")
     p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley"], help="pair loss (default: contrastive)")
     p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison (default: cosine)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--config", help="TOML or JSON config file with sections [features], [model], [train]")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=null (repeatable)")
+                   help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=null, or "
+                        "--set features.feature_set=bromley for recordings without pressure (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -247,7 +247,8 @@ def _check_channels(sigs: list[Signature], cfg: FeatureConfig) -> None:
         if missing:
             raise FeatureError(
                 f"{sig.source or 'signature'}: feature set {cfg.feature_set!r} needs {', '.join(missing)}, "
-                "which this recording lacks; use a feature set without it, e.g. 'bromley'"
+                "which this recording lacks; use a feature set without it, e.g. 'bromley' "
+                "(tdnn-siamese train: --set features.feature_set=bromley)"
             )
 
 

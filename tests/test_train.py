@@ -125,3 +125,19 @@ def test_config_sections_sets_and_errors(tmp_path):
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--config", str(toml), "--set", "train.epochs=1"]) == 0
     saved = (tmp_path / "r" / "config.json").read_text()
     assert '"loss": "contrastive_squared"' in saved and '"epochs": 1' in saved and '"preset": "bromley"' in saved
+
+
+def test_default_features_need_pressure_and_the_error_says_what_to_do(tmp_path, capsys):
+    """The default (modern preset, kinematic features) on a corpus without pressure: one line, exit 2, the way out."""
+    manifest = pd.read_csv(SAMPLE / "manifest.csv", dtype=str)
+    manifest = manifest[manifest.writer.isin(sorted(manifest.writer.unique())[:4])]
+    for rel in manifest["path"]:
+        dst = tmp_path / "corpus" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        pd.read_csv(SAMPLE / rel)[["t", "x", "y", "pen_down"]].to_csv(dst, index=False)
+    manifest.to_csv(tmp_path / "corpus" / "manifest.csv", index=False)
+    assert main(["train", "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "run"), "--epochs", "1", *SMALL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs pressure" in err and "--set features.feature_set=bromley" in err
+    assert main(["train", "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "run2"), "--epochs", "1",
+                 "--set", "features.feature_set=bromley", *SMALL]) == 0
