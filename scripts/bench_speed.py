@@ -12,7 +12,8 @@ Measured, in order:
    (``bromley`` at 200 steps, the variable-length mode, and the default
    training configuration's features);
 3. embed: signatures per second through each preset's encoder, 256 at a
-   time (``embed_all``, which runs them in forward passes of 32) and one at a time, and the encoder's GFLOP/s beside a
+   time (``embed_all``, which cuts them into forward passes whose widest activations stay under 4 MB:
+   40 at a time for ``modern``) and one at a time, each preset on its default feature set's channels, and the encoder's GFLOP/s beside a
    matrix-multiply GFLOP/s measured here on the same threads;
 4. verify: latency of one verification (raw points in memory -> decision)
    against a writer enrolled with 5 references, p50 and p95, and the
@@ -49,8 +50,8 @@ import torch  # noqa: E402
 from tdnn_siamese import datasets, formats  # noqa: E402
 from tdnn_siamese.dtw import DTWVerifier  # noqa: E402
 from tdnn_siamese.evaluate import score_protocols  # noqa: E402
-from tdnn_siamese.features import FeatureConfig, extract_many  # noqa: E402
-from tdnn_siamese.model import TDNN, TDNNConfig, embed_all, save_checkpoint  # noqa: E402
+from tdnn_siamese.features import FEATURE_SETS, FeatureConfig, extract_many  # noqa: E402
+from tdnn_siamese.model import PRESET_FEATURES, TDNN, TDNNConfig, embed_all, save_checkpoint  # noqa: E402
 from tdnn_siamese.protocols import sk_protocol  # noqa: E402
 from tdnn_siamese.train import RunConfig  # noqa: E402
 from tdnn_siamese.verifier import Verifier  # noqa: E402
@@ -139,11 +140,12 @@ def bench_features(sigs: list, repeats: int, default: FeatureConfig) -> dict:
 def bench_embed(repeats: int, mm: float, n_single: int) -> dict:
     out = {}
     for preset in ("bromley", "modern"):
+        n_feat = len(FEATURE_SETS[PRESET_FEATURES[preset]])  # modern: kinematic (5), bromley: bromley (8)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            enc = TDNN(TDNNConfig.from_preset(preset, 8)).eval()
-        batch = list(torch.randn(256, 200, 8))
-        one = [torch.randn(1, 200, 8) for _ in range(n_single)]
+            enc = TDNN(TDNNConfig.from_preset(preset, n_feat)).eval()
+        batch = list(torch.randn(256, 200, n_feat))
+        one = [torch.randn(1, 200, n_feat) for _ in range(n_single)]
         tb = median_time(lambda: embed_all(enc, batch), repeats)  # 256 signatures, as the toolkit embeds them
         with torch.inference_mode():
             ts = median_time(lambda: [enc(o) for o in one], repeats)

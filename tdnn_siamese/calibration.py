@@ -7,9 +7,10 @@ Linear logistic calibration (Platt scaling; Brümmer & du Preez 2006 use the
 same form for speaker-verification scores) fits ``log-odds = a * score + b``
 on validation scores (genuine vs impostor, classes weighted equally) and
 puts every model on one scale: 0 is where genuine and impostor are equally
-likely at equal priors. The map is increasing (``a > 0``), so a model's own
-EERs, writer-specific or global, do not change; pooled figures across
-models become meaningful.
+likely at equal priors. When the validation scores rank genuine above
+impostors the map is increasing (``a > 0``), so a model's own EERs,
+writer-specific or global, do not change and pooled figures across models
+become meaningful; ``Verifier.log_odds`` refuses a fit with ``a <= 0``.
 """
 
 from __future__ import annotations

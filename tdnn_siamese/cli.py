@@ -234,9 +234,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}")
     if out.exists() and any(out.iterdir()):
         raise CLIError(f"{out} exists and is not empty; choose another --out (nothing was overwritten)")
-    cfg = _feature_config(args)
+    run_cfg = _run_config(argparse.Namespace(config=None, set=[], preset=None, loss=None, distance=None, epochs=args.epochs, seed=args.seed))
     print(f"== 1/5 reading and preprocessing the corpus at {args.data}")
-    _, errors = _summarise_corpus(args.data, cfg)
+    _, errors = _summarise_corpus(args.data, run_cfg.features)  # the features the demo trains on
     if errors:
         return _report_errors(errors)
     table = datasets.load(args.data)
@@ -247,7 +247,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     manifest = datasets.write_manifest(table[table.writer.isin(train_w)].to_dict("records"), out / "train" / "manifest.csv")
     print(f"\n== 2/5 training a Siamese TDNN on {len(train_w)} writers (validation writers taken from them); "
           f"{len(test_w)} writers held out for testing: {', '.join(test_w)}")
-    run_cfg = _run_config(argparse.Namespace(config=None, set=[], preset=None, loss=None, distance=None, epochs=args.epochs, seed=args.seed))
     model_path = train(manifest.parent, out / "run", run_cfg, progress=Progress())
     verifier = Verifier.from_checkpoint(model_path)
     threshold = verifier.threshold()
@@ -648,7 +647,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: runs/demo-DATE-TIME; never overwritten)")
     p.add_argument("--epochs", type=int, default=20, help="maximum training epochs (default: 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the writer split and training (default: 0)")
-    _add_feature_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
 

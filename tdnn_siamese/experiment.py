@@ -53,7 +53,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
     Each fold's model is trained once and scored with every protocol.
     """
     from .train import RunConfig, train
-    from .verifier import Verifier
+    from .verifier import Verifier, VerifierError
 
     if method not in METHODS:
         raise ProtocolError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -83,6 +83,11 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
             verifier = Verifier.from_checkpoint(model_path)
             scorer, threshold = verifier, verifier.threshold()
             calibrate = verifier.log_odds
+            try:
+                calibrate([0.0])  # refuses a model whose validation scores cannot calibrate it
+            except VerifierError as e:
+                logger.warning("fold %d: %s; its raw scores are pooled uncalibrated", f, e)
+                calibrate = None
         else:
             scorer, threshold, calibrate = DTWVerifier(dtw_config), None, None
         for k in ks:
@@ -97,9 +102,10 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
             parts[k].append(scores)
         logger.info("fold %d: %d writers scored in %.0f s", f, len(test_w), time.perf_counter() - t0)
     results = {}
+    fingerprint = datasets.fingerprint(table)
     for k in ks:
         pooled = pd.concat(parts[k], ignore_index=True)
-        meta = {"method": method, "data": str(data), "data_fingerprint": datasets.fingerprint(table), "protocol": f"S{k:02d}",
+        meta = {"method": method, "data": str(data), "data_fingerprint": fingerprint, "protocol": f"S{k:02d}",
                 "protocol_text": f"{folds}-fold writer-disjoint cross-validation; per test writer the first {k} genuine signatures "
                                  "(session 1 first) are references" + (f", or {draws} random draws of {k}" if draws > 1 else "")
                                  + "; random forgeries are the first genuine signature of the other writers of the same fold; "

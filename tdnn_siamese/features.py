@@ -299,8 +299,9 @@ def extract_many(sigs: Sequence[Signature], cfg: FeatureConfig = FeatureConfig()
     """Feature arrays (T_i, F) float32 of many signatures, in their order.
 
     Signatures are processed in batches of similar duration (little padding
-    in the variable-length mode); raises FeatureError naming the first
-    signature that cannot be featurised.
+    in the variable-length mode); raises FeatureError naming a signature
+    that cannot be featurised (signatures lacking a channel are checked
+    first, then batch by batch).
     """
     sigs = list(sigs)
     _check_channels(sigs, cfg)
@@ -311,6 +312,14 @@ def extract_many(sigs: Sequence[Signature], cfg: FeatureConfig = FeatureConfig()
         for i, f in zip(idx, _extract_batch([sigs[i] for i in idx], cfg)):
             out[i] = f
     return out
+
+
+def check_lengths(feats: Sequence[np.ndarray], sigs: Sequence[Signature], min_steps: int) -> None:
+    """Raise FeatureError naming the first signature with fewer than ``min_steps`` steps (an encoder's minimum)."""
+    for f, sig in zip(feats, sigs):
+        if len(f) < min_steps:
+            raise FeatureError(f"{sig.source or 'signature'}: {len(f)} time steps; the model needs at least {min_steps} "
+                               "(a longer recording, or a model trained on a fixed number of steps)")
 
 
 def extract(sig: Signature, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:

@@ -223,7 +223,7 @@ def _fast_table(body: str, declared: int) -> tuple[np.ndarray, np.ndarray] | Non
     which finds and names whatever is wrong.
     """
     raw = np.frombuffer(body.encode("ascii", "replace"), dtype=np.uint8)
-    if not len(raw) or not _PLAIN[raw].all():
+    if not len(raw) or not _PLAIN[raw].all() or body.count("\r") != body.count("\r\n"):  # a lone CR ends a line
         return None
     blank = (raw == 32) | (raw == 9) | (raw == 10) | (raw == 13)
     starts = ~blank

@@ -52,7 +52,7 @@ from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
 from .augment import augment
-from .features import FeatureConfig, extract_many
+from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
@@ -126,9 +126,16 @@ class RunConfig:
         if not isinstance(d, dict) or set(d) != {"features", "model", "train"}:
             raise ConfigError("a resolved config has exactly the sections features, model and train")
         cfg = cls(FeatureConfig.from_dict(d["features"]), TDNNConfig.from_dict(d["model"]), TrainConfig.from_dict(d["train"]))
-        if cfg.model.n_features != cfg.features.n_features:
-            raise ConfigError(f"model.n_features is {cfg.model.n_features} but feature set {cfg.features.feature_set!r} has {cfg.features.n_features}")
+        cfg.check()
         return cfg
+
+    def check(self) -> None:
+        """Sections that fit together: the model's input width and, for fixed-length input, its minimum length."""
+        if self.model.n_features != self.features.n_features:
+            raise ConfigError(f"model.n_features is {self.model.n_features} but feature set {self.features.feature_set!r} has {self.features.n_features}")
+        if self.features.n_steps is not None and self.features.n_steps < self.model.min_length:
+            raise ConfigError(f"features.n_steps is {self.features.n_steps} but this encoder needs at least {self.model.min_length} steps "
+                              "(fewer segments or more steps)")
 
     @classmethod
     def from_sections(cls, sections: dict[str, dict[str, Any]]) -> "RunConfig":
@@ -142,8 +149,10 @@ class RunConfig:
             raise ConfigError("model.n_features follows from the feature set; do not set it")
         features = FeatureConfig.from_dict({**FeatureConfig(feature_set=PRESET_FEATURES.get(preset, "bromley")).to_dict(),
                                             **sections.get("features", {})})
-        return cls(features=features, model=TDNNConfig.from_preset(preset, features.n_features, **model),
-                   train=TrainConfig.from_dict(sections.get("train", {})))
+        cfg = cls(features=features, model=TDNNConfig.from_preset(preset, features.n_features, **model),
+                  train=TrainConfig.from_dict(sections.get("train", {})))
+        cfg.check()
+        return cfg
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -207,7 +216,9 @@ def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, in
         sigs.append(datasets.read_row(row))
         if progress:
             progress("read", i + 1, len(table))
-    seqs = [torch.from_numpy(f) for f in extract_many(sigs, cfg.features)]
+    feats = extract_many(sigs, cfg.features)
+    check_lengths(feats, sigs, cfg.model.min_length)
+    seqs = [torch.from_numpy(f) for f in feats]
     rows = lambda ws: np.flatnonzero(table["writer"].isin(ws).to_numpy())  # noqa: E731
     lengths = np.array([len(x) for x in seqs])
     return Prepared(table, sigs, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), datasets.fingerprint(table))

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from .distances import Distance, to_score
-from .features import FeatureConfig, extract, extract_many
+from .features import FeatureConfig, check_lengths, extract_many
 from .metrics import eer, threshold_at_far
 from .model import TDNN, load_checkpoint, embed_all
 from .signature import Signature
@@ -263,17 +263,24 @@ class Verifier(Method):
         if not cal.get("genuine") or not impostor:
             raise VerifierError(f"{self.source or 'the model'} holds no validation scores for strategy {self.strategy!r} to calibrate with")
         a, b = fit_logistic(cal["genuine"], impostor)
+        if not a > 0:
+            raise VerifierError(f"{self.source or 'the model'}: its validation scores rank impostors above genuine signatures; "
+                                "they cannot calibrate it")
         return a * np.asarray(scores, np.float64) + b
 
     # ---- embeddings
 
     def features(self, signature: Signature) -> torch.Tensor:
         """The feature sequence (T, F) of one signature (raises FeatureError when it has none)."""
-        return torch.from_numpy(extract(signature, self.feature_config))
+        return self.features_many([signature])[0]
 
     def features_many(self, signatures: Sequence[Signature]) -> list[torch.Tensor]:
-        """Feature sequences of many signatures, computed together (:func:`tdnn_siamese.features.extract_many`)."""
-        return [torch.from_numpy(f) for f in extract_many(signatures, self.feature_config)]
+        """Feature sequences of many signatures, computed together (:func:`tdnn_siamese.features.extract_many`).
+
+        Raises FeatureError for a sequence shorter than the encoder needs."""
+        feats = extract_many(signatures, self.feature_config)
+        check_lengths(feats, signatures, self.encoder.cfg.min_length)
+        return [torch.from_numpy(f) for f in feats]
 
     def represent(self, feats: Sequence[torch.Tensor]) -> np.ndarray:
         """Embeddings (N, D) float32 of N feature sequences, batched."""

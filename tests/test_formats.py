@@ -275,3 +275,11 @@ def test_svc_whole_file_reader_equals_the_line_by_line_one(tmp_path, monkeypatch
         assert (a is None and b is None) or np.array_equal(a, b), c
     lines = [i for i, ln in enumerate(text.splitlines(), start=1) if ln.split()][1:]
     np.testing.assert_array_equal(fast_table[1], lines)
+
+
+def test_a_lone_carriage_return_is_a_line_break_for_both_readers(tmp_path):
+    rows = svc_rows(30)
+    text = "30\n" + "".join(" ".join(map(str, r[:4])) + "\r" + " ".join(map(str, r[4:])) + "\n" for r in rows)
+    assert formats._fast_table(text.partition("\n")[2], 30) is None
+    with pytest.raises(SignatureFormatError, match="declares 30 points but the file has 60"):
+        read_signature(_bad_svc(tmp_path, text))

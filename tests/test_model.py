@@ -7,6 +7,7 @@ from tdnn_siamese.config import ConfigError
 from tdnn_siamese.distances import Distance, to_score
 from tdnn_siamese.features import FeatureConfig
 from tdnn_siamese.model import (
+    ACTIVATION_BUDGET,
     PRESETS,
     CheckpointError,
     Siamese,
@@ -214,3 +215,16 @@ def test_checkpoint_with_wrong_version_or_damaged_weights(tmp_path):
     torch.save(payload, p)
     with pytest.raises(CheckpointError, match="damaged model file"):
         load_checkpoint(p)
+
+
+def test_one_long_sequence_does_not_shrink_every_batch(monkeypatch):
+    """embed_all sizes each forward pass by the sequences in it, not by the longest one to come."""
+    enc = encoder("modern")
+    calls = []
+    real = enc.forward
+    monkeypatch.setattr(enc, "forward", lambda x, lengths=None: calls.append(x.shape[0]) or real(x, lengths))
+    seqs = [torch.randn(200, 8) for _ in range(80)] + [torch.randn(3000, 8)]
+    out = embed_all(enc, seqs)
+    torch.testing.assert_close(out[-1:], real(seqs[-1][None]), rtol=1e-5, atol=1e-5)
+    width = max(enc.cfg.channels)
+    assert calls[0] == ACTIVATION_BUDGET // (200 * width) and len(calls) <= 4  # 40 + 40 + the long one alone

@@ -141,3 +141,8 @@ def test_default_features_need_pressure_and_the_error_says_what_to_do(tmp_path, 
     assert len(err.splitlines()) == 1 and "needs pressure" in err and "--set features.feature_set=bromley" in err
     assert main(["train", "--data", str(tmp_path / "corpus"), "--out", str(tmp_path / "run2"), "--epochs", "1",
                  "--set", "features.feature_set=bromley", *SMALL]) == 0
+
+
+def test_fixed_length_shorter_than_the_encoder_needs_is_a_config_error():
+    with pytest.raises(ConfigError, match="needs at least 101 steps"):
+        RunConfig.from_sections(apply_sets({}, ["model.preset=bromley", "model.segments=8", "features.n_steps=60"]))

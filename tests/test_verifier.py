@@ -175,3 +175,29 @@ def test_log_odds_is_an_increasing_map_fitted_on_the_validation_scores(sample_mo
     bare = Verifier(v.encoder, v.feature_config, "cosine", "mean", calibration={})
     with pytest.raises(VerifierError, match="no validation scores"):
         bare.log_odds([0.5])
+
+
+def test_a_signature_too_short_for_the_encoder_is_a_feature_error_naming_it():
+    from tdnn_siamese.features import FeatureError
+    from tdnn_siamese.signature import Signature
+
+    enc = TDNN(TDNNConfig.from_preset("bromley", 8)).eval()  # needs 38 steps
+    v = Verifier(enc, FeatureConfig(n_steps=None), "cosine", "mean", calibration={})
+    t = np.arange(20) * 10.0
+    short = Signature(t=t, x=np.cos(t / 50), y=np.sin(t / 50), pen_down=np.ones(20, bool), source="short.csv")
+    with pytest.raises(FeatureError, match="short.csv: 20 time steps; the model needs at least 38"):
+        v.features(short)
+
+
+def test_constant_channels_give_finite_embeddings():
+    enc = TDNN(TDNNConfig.from_preset("modern", 8, segments=1)).eval()
+    x = torch.full((3, 50, 8), 37.0)
+    assert torch.isfinite(enc(x)).all()
+
+
+def test_log_odds_refuses_inverted_validation_scores(sample_model):
+    v = Verifier.from_checkpoint(sample_model)
+    inverted = Verifier(v.encoder, v.feature_config, "cosine", "mean",
+                        calibration={"mean": {"genuine": [0.1, 0.2, 0.3], "skilled": [0.5, 0.6, 0.7]}})
+    with pytest.raises(VerifierError, match="rank impostors above genuine"):
+        inverted.log_odds([0.5])
