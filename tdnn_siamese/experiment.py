@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from . import datasets
@@ -82,9 +83,9 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
                                progress=progress)
             verifier = Verifier.from_checkpoint(model_path)
             scorer, threshold = verifier, verifier.threshold()
-            calibrate = verifier.log_odds
             try:
-                calibrate([0.0])  # refuses a model whose validation scores cannot calibrate it
+                a, b = verifier.log_odds_map()  # fitted once per fold model
+                calibrate = lambda s, a=a, b=b: a * np.asarray(s, np.float64) + b  # noqa: E731
             except VerifierError as e:
                 logger.warning("fold %d: %s; its raw scores are pooled uncalibrated", f, e)
                 calibrate = None

@@ -256,6 +256,11 @@ class Verifier(Method):
         when there are any, else random ones); increasing, so decisions at a
         correspondingly mapped threshold are the same.
         """
+        a, b = self.log_odds_map()
+        return a * np.asarray(scores, np.float64) + b
+
+    def log_odds_map(self) -> tuple[float, float]:
+        """``(a, b)`` of :meth:`log_odds` (``a > 0``), fitted once; VerifierError when the model cannot be calibrated."""
         from .calibration import fit_logistic
 
         cal = self.calibration.get(self.strategy) or {}
@@ -266,7 +271,7 @@ class Verifier(Method):
         if not a > 0:
             raise VerifierError(f"{self.source or 'the model'}: its validation scores rank impostors above genuine signatures; "
                                 "they cannot calibrate it")
-        return a * np.asarray(scores, np.float64) + b
+        return a, b
 
     # ---- embeddings
 
