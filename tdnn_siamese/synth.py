@@ -10,18 +10,22 @@ Human Movement Science 2006; O'Reilly & Plamondon, Pattern Recognition 2009):
 and a pen-down component is the vector sum of overlapping strokes, integrated
 into a trajectory. Here:
 
-- a **writer** is a stroke plan: 2-6 pen-down components of 2-8 strokes each,
+- a **writer** is a stroke plan: 2-8 pen-down components of 2-6 strokes each,
   with amplitudes D, start times t0, log-time parameters mu and sigma, start
   and end angles, the pen-up moves between components, and a pressure and
   pen-tilt habit;
 - a **genuine** signature perturbs the plan a little (every parameter,
   global size, slant and speed; session 2 adds a small drift of its own);
 - a **skilled forgery** imitates the shape but not the dynamics: it is
-  slower by a factor 1.05-1.6, its strokes are timed unevenly (so their
+  slower by a factor 1.0-1.5, its strokes are timed unevenly (so their
   overlaps, and hence the shape, change), it hesitates before some strokes,
   deviates more in amplitude and angle, trembles, and presses and tilts the
   pen in the forger's own way;
 - a **random forgery** is simply another writer's genuine signature.
+
+The ranges were set so that duration, pen-down components, speed and the
+forgeries' slowing roughly match SVC2004 Task 2 (README, "Synthetic
+signers", has the comparison; ``scripts/synth_realism.py`` measures it).
 
 Sampling is 100 Hz; positions are in tablet-like units (about 0.01 mm),
 pressure 0..1023, azimuth 0..3600 and altitude 300..900 (tenths of degrees),
@@ -77,17 +81,17 @@ class Writer:
 def make_writer(rng: np.random.Generator) -> Writer:
     """Draw a stroke plan and pen habits."""
     comps = []
-    for _ in range(int(rng.integers(2, 7))):
-        n = int(rng.integers(2, 9))
+    for _ in range(int(rng.integers(2, 9))):
+        n = int(rng.integers(2, 7))
         # handwriting oscillates: strokes alternate up and down, leaning to the right
         updown = np.where(np.arange(n) % 2 == 0, 1.0, -1.0) * rng.choice([-1.0, 1.0])
-        theta_s = updown * (np.pi / 2 - rng.uniform(0.1, 0.6)) + rng.normal(0, 0.6, n)
+        theta_s = updown * (np.pi / 2 - rng.uniform(0.05, 0.35)) + rng.normal(0, 0.6, n)
         comps.append(
             StrokePlan(
                 D=np.exp(rng.normal(np.log(1600), 0.45, n)),
-                t0=np.concatenate([[0.0], np.cumsum(rng.uniform(0.04, 0.1, n - 1))]),
-                mu=rng.normal(-2.3, 0.15, n),
-                sigma=rng.uniform(0.15, 0.3, n),
+                t0=np.concatenate([[0.0], np.cumsum(rng.uniform(0.03, 0.08, n - 1))]),
+                mu=rng.normal(-2.45, 0.15, n),
+                sigma=rng.uniform(0.2, 0.35, n),
                 theta_s=theta_s,
                 theta_e=theta_s + rng.normal(0, 0.9, n),
             )
@@ -95,7 +99,7 @@ def make_writer(rng: np.random.Generator) -> Writer:
     k = len(comps) - 1
     return Writer(
         components=tuple(comps),
-        moves=np.column_stack([rng.uniform(100, 500, k), rng.normal(0, 200, k)]),
+        moves=np.column_stack([rng.uniform(50, 300, k), rng.normal(0, 150, k)]),
         pauses=rng.uniform(0.05, 0.2, k),
         pressure=float(rng.uniform(350, 800)),
         azimuth=float(rng.uniform(600, 3000)),
@@ -191,8 +195,8 @@ def genuine(w: Writer, rng: np.random.Generator, session_rng: np.random.Generato
 
 def skilled(w: Writer, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A skilled forgery of ``w``: the shape, imitated slowly and unevenly."""
-    return render(w, rng, amp=0.12, ang=0.15, timing=0.2, slow=float(rng.uniform(1.05, 1.6)), pause_p=0.1,
-                  tremor=float(rng.uniform(100, 400)), pressure=float(rng.uniform(300, 900)),
+    return render(w, rng, amp=0.1, ang=0.12, timing=0.12, slow=float(rng.uniform(1.0, 1.5)), pause_p=0.05,
+                  tremor=float(rng.uniform(50, 200)), pressure=float(rng.uniform(300, 900)),
                   azimuth=float(rng.uniform(600, 3000)), altitude=float(rng.uniform(450, 800)))
 
 

@@ -38,16 +38,19 @@ def _shape_distance(a, b):
 
 def test_forgeries_imitate_the_shape_but_not_the_timing():
     """Per writer: genuines are closest to each other, skilled forgeries next, other writers furthest;
-    forgeries are slower. Holds for every one of 12 writers."""
+    forgeries are slower. Holds for every one of 12 writers; on average forgeries take about 1.3 times as
+    long as genuines, as SVC2004's skilled forgeries do (median 2.76 s against 2.08 s)."""
     writers = [synth.generate(w, 6, 4, seed=11) for w in range(1, 13)]
     feats = [[extract(s) for s in sigs] for sigs in writers]
+    ratios = []
     for wi, (sigs, fs) in enumerate(zip(writers, feats)):
         g, k, other = fs[:6], fs[6:], feats[(wi + 1) % len(feats)][:6]
         gg = np.mean([_shape_distance(a, b) for i, a in enumerate(g) for b in g[i + 1 :]])
         gk = np.mean([_shape_distance(a, b) for a in g for b in k])
         gr = np.mean([_shape_distance(a, b) for a in g for b in other])
         assert gg < gk < gr
-        assert np.mean([s.duration_ms for s in sigs[6:]]) > 1.15 * np.mean([s.duration_ms for s in sigs[:6]])
+        ratios.append(np.mean([s.duration_ms for s in sigs[6:]]) / np.mean([s.duration_ms for s in sigs[:6]]))
+    assert min(ratios) > 1.05 and 1.2 < np.mean(ratios) < 1.5
 
 
 def test_bundled_sample_is_what_the_documented_command_makes(tmp_path):
