@@ -4,9 +4,13 @@ Run: ``tdnn-siamese train --data DATASET --out RUN_DIR`` (see ``--help``).
 
 The training writers' corpus is split (seeded, writer-disjoint) into writers
 to learn from and validation writers. Each epoch draws fresh pairs
-(:mod:`tdnn_siamese.pairs`), takes Adam steps on a contrastive loss
-(:mod:`tdnn_siamese.losses`), then scores the validation writers with the S_k
-protocol and records their EER. Epoch 0 validates the initial weights, so
+(:mod:`tdnn_siamese.pairs`) and takes Adam steps on a contrastive loss
+(:mod:`tdnn_siamese.losses`), or, with ``loss = "template"``, draws
+episodes (a writer's references and queries, :mod:`tdnn_siamese.episodes`)
+and ranks their template scores; then it scores the validation writers with
+the S_k protocol and records their EER. ``init`` starts from the weights of
+a model file (e.g. one pre-trained on synthetic writers) instead of random
+ones. Epoch 0 validates the initial weights, so
 the table shows what training adds. With ``ema > 0`` (the default) the
 validated and kept weights are an exponential moving average of the
 trained ones, which smooths the epoch-to-epoch swings a small training set
@@ -37,6 +41,7 @@ import os
 import platform
 import time
 import tomllib
+from functools import partial
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,11 +57,12 @@ from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
 from .augment import augment
+from .episodes import EpisodeSampler, template_ranking_loss
 from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
-from .model import PRESET_FEATURES, TDNN, TDNNConfig, embed_all, pad_batch, save_checkpoint
+from .model import PRESET_FEATURES, TDNN, CheckpointError, TDNNConfig, embed_all, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import sk_protocol
 from .signature import Signature
@@ -77,8 +83,11 @@ class TrainConfig(StrictConfig):
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 0.0
-    loss: str = "contrastive"
+    loss: str = "contrastive"  # a pair loss of tdnn_siamese.losses, or "template": episodes scored like verification (tdnn_siamese.episodes)
     margin: float = 0.1
+    scoring: str = "gaussian"  # loss "template": the verifier strategy its episodes are scored with
+    rank_scale: float = 2.0  # loss "template": slope of the softplus ranking surrogate
+    episode_writers: int = 8  # loss "template": episodes (writers) per optimisation step
     distance: str = "cosine"
     mix: tuple[float, ...] = BROMLEY_MIX
     val_fraction: float = 0.2
@@ -86,11 +95,18 @@ class TrainConfig(StrictConfig):
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
+    init: str = ""  # a model.pt to start from (e.g. one pre-trained on synthetic writers); "": random initial weights
     seed: int = 0
 
     def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.loss not in LOSSES + ("template",):
+            raise ConfigError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES + ('template',))}")
+        if self.scoring not in STRATEGIES:
+            raise ConfigError(f"unknown scoring strategy {self.scoring!r}; known: {', '.join(STRATEGIES)}")
+        if self.loss == "template" and MIN_REFERENCES[self.scoring] > self.val_k:
+            raise ConfigError(f"scoring {self.scoring!r} needs {MIN_REFERENCES[self.scoring]} references but val_k is {self.val_k}")
+        if not self.rank_scale > 0 or self.episode_writers < 1:
+            raise ConfigError("rank_scale and episode_writers must be positive")
         if self.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {self.distance!r}; known: {', '.join(DISTANCES)}")
         if self.loss == "bromley" and self.distance != "cosine":
@@ -105,7 +121,8 @@ class TrainConfig(StrictConfig):
             raise ConfigError("val_fraction must be in (0, 1); lr and margin positive; weight_decay >= 0")
         if len(self.mix) != 3 or min(self.mix) < 0 or abs(sum(self.mix) - 1) > 1e-6:
             raise ConfigError(f"mix must be three non-negative shares summing to 1, got {self.mix}")
-
+        if not isinstance(self.init, str):
+            raise ConfigError(f"init is the path of a model file (or empty), got {self.init!r}")
 
 
 
@@ -335,6 +352,12 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_run: int, best_epoch: int) -> dict[str, Any]:
     """Where a model came from: data fingerprint, writers, seed, versions, time."""
     table = prep.table
@@ -344,6 +367,7 @@ def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_r
         "train_writers": sorted(table.iloc[prep.train_rows]["writer"].unique().tolist()),
         "val_writers": sorted(table.iloc[prep.val_rows]["writer"].unique().tolist()),
         "seed": cfg.train.seed,
+        "init_sha256": _file_sha256(cfg.train.init) if cfg.train.init else "",
         "epochs_run": epochs_run,
         "best_epoch": best_epoch,
         "config": json.dumps(cfg.to_dict()),
@@ -378,11 +402,22 @@ def train(
     prep = prepare(data, cfg, progress)
     tc = cfg.train
     dist = Distance(tc.distance)
-    loss_fn = PairLoss(tc.loss, dist, margin=tc.margin)
-    sampler = PairSampler(prep.table.iloc[prep.train_rows].reset_index(drop=True), tuple(tc.mix))
+    train_table = prep.table.iloc[prep.train_rows].reset_index(drop=True)
+    if tc.loss == "template":
+        try:
+            sampler = EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring])
+        except ValueError as e:
+            raise ConfigError(f"{data}: {e}") from None
+        loss_fn = partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale)
+    else:
+        sampler = PairSampler(train_table, tuple(tc.mix))
+        loss_fn = PairLoss(tc.loss, dist, margin=tc.margin)
 
-    encoder = _new_encoder(cfg.model, tc.seed)
-    encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
+    if tc.init:
+        encoder = initial_encoder(tc.init, cfg)
+    else:
+        encoder = _new_encoder(cfg.model, tc.seed)
+        encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
     opt = torch.optim.Adam(encoder.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     averaged = _new_encoder(cfg.model, tc.seed) if tc.ema else None  # the weights validated and kept, when ema is on
     if averaged is not None:
@@ -435,6 +470,28 @@ def train(
     return model_path
 
 
+def initial_encoder(path: str | os.PathLike, cfg: RunConfig) -> TDNN:
+    """The encoder of a model file to fine-tune (its weights and input statistics).
+
+    Its architecture and feature configuration must be the ones ``cfg``
+    trains; ConfigError names the first field that differs.
+    """
+    try:
+        ck = load_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(f"train.init: {e}") from None
+    for what, theirs, ours in (("model", ck.encoder.cfg.to_dict(), cfg.model.to_dict()),
+                               ("features", ck.feature_config.to_dict(), cfg.features.to_dict())):
+        diff = [k for k in ours if theirs.get(k) != ours[k]]
+        if diff:
+            k = diff[0]
+            raise ConfigError(f"train.init: {path} has {what}.{k} = {theirs.get(k)!r} but this run uses {ours[k]!r}; "
+                              "fine-tuning needs the same architecture and features")
+    if ck.distance != cfg.train.distance:
+        logger.warning("train.init: %s was trained with the %s distance, this run uses %s", path, ck.distance, cfg.train.distance)
+    return ck.encoder.train()
+
+
 def _new_encoder(cfg: TDNNConfig, seed: int) -> TDNN:
     """An encoder initialised from ``seed``; the global torch RNG is left untouched."""
     with torch.random.fork_rng():
@@ -442,10 +499,48 @@ def _new_encoder(cfg: TDNNConfig, seed: int) -> TDNN:
         return TDNN(cfg)
 
 
+def _step(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss: torch.Tensor, ema: float) -> None:
+    """One Adam step, then the moving average of the weights."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if averaged is not None:
+        with torch.no_grad():
+            for pa, p in zip(averaged.parameters(), encoder.parameters()):
+                pa.lerp_(p, 1.0 - ema)
+
+
+def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: Callable[..., torch.Tensor],
+                    sampler: EpisodeSampler, prep: Prepared, cfg: RunConfig, epoch: int, progress: Callable[..., None] | None) -> float:
+    """One epoch of episodes (``pairs_per_epoch // batch_size`` steps of ``episode_writers`` episodes each); the mean loss."""
+    tc = cfg.train
+    encoder.train()
+    rng = np.random.default_rng([tc.seed, epoch])
+    n_steps = max(1, tc.pairs_per_epoch // tc.batch_size)
+    steps = [sampler.sample(tc.episode_writers, rng) for _ in range(n_steps)]
+    steps = [eps for eps in steps if eps]
+    rows = [np.concatenate([e.rows for e in eps]) for eps in steps]
+    flat = np.concatenate(rows)
+    seqs = _pair_sequences(prep, prep.train_rows[flat], cfg, rng)  # augmented once per epoch, like pairs
+    total, start = 0.0, 0
+    for si, (eps, r) in enumerate(zip(steps, rows)):
+        batch = seqs[start : start + len(r)]
+        start += len(r)
+        emb = encoder(torch.stack(batch), None) if prep.fixed_length else encoder(*pad_batch(batch))
+        loss = loss_fn(emb, eps)
+        _step(encoder, averaged, opt, loss, tc.ema)
+        total += loss.item()
+        if progress:
+            progress("batch", epoch, si + 1, len(steps), loss.item())
+    return total / len(steps)
+
+
 def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler, prep: Prepared,
                  cfg: RunConfig, epoch: int, progress: Callable[..., None] | None) -> float:
     """One pass over fresh pairs (seeded by ``(seed, epoch)``), augmented when asked; returns the mean loss."""
     tc = cfg.train
+    if tc.loss == "template":
+        return _train_episodes(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress)
     encoder.train()
     rng = np.random.default_rng([tc.seed, epoch])
     pairs = sampler.sample(tc.pairs_per_epoch, rng)
@@ -456,13 +551,7 @@ def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimize
     for bi, sl in enumerate(batches):
         ea, eb = _embed_pairs(encoder, [sa[i] for i in sl], [sb[i] for i in sl], prep.fixed_length)  # the Siamese twins: one encoder
         loss = loss_fn(ea, eb, torch.from_numpy(pairs.y[sl]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if averaged is not None:
-            with torch.no_grad():
-                for pa, p in zip(averaged.parameters(), encoder.parameters()):
-                    pa.lerp_(p, 1.0 - tc.ema)
+        _step(encoder, averaged, opt, loss, tc.ema)
         total += loss.item() * len(sl)
         if progress:
             progress("batch", epoch, bi + 1, len(batches), loss.item())

@@ -146,3 +146,41 @@ def test_default_features_need_pressure_and_the_error_says_what_to_do(tmp_path, 
 def test_fixed_length_shorter_than_the_encoder_needs_is_a_config_error():
     with pytest.raises(ConfigError, match="needs at least 101 steps"):
         RunConfig.from_sections(apply_sets({}, ["model.preset=bromley", "model.segments=8", "features.n_steps=60"]))
+
+
+def test_init_starts_from_a_model_file_and_refuses_another_architecture(tmp_path, capsys):
+    """train.init fine-tunes a model file: epoch 0 validates ITS weights; a different architecture is a ConfigError."""
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "pre"), "--epochs", "1", "--seed", "3", *SMALL]) == 0
+    pre = tmp_path / "pre" / "model.pt"
+    still = ["--epochs", "1", "--seed", "5", "--set", "train.lr=1e-12", "--set", "train.ema=0", *SMALL]  # (almost) no learning
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "ft"), "--set", f"train.init={pre}", *still]) == 0
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "rnd"), *still]) == 0
+    ft, rnd, p = weights(tmp_path / "ft"), weights(tmp_path / "rnd"), weights(tmp_path / "pre")
+    for k in p:  # the fine-tuned run started from the model file (input statistics included), not from seed 5
+        torch.testing.assert_close(ft[k], p[k], rtol=0, atol=1e-6)
+    assert not torch.allclose(rnd["convs.0.weight"], p["convs.0.weight"])
+    ck = load_checkpoint(tmp_path / "ft" / "model.pt")
+    assert len(ck.provenance["init_sha256"]) == 64 and load_checkpoint(tmp_path / "rnd" / "model.pt").provenance["init_sha256"] == ""
+    capsys.readouterr()
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "bad"), "--epochs", "1", "--set", f"train.init={pre}",
+                 *SMALL, "--set", "model.embedding_dim=8"]) == 2
+    err = capsys.readouterr().err
+    assert "train.init" in err and "model.embedding_dim" in err and "Traceback" not in err
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "gone"), "--epochs", "1", "--set",
+                 f"train.init={tmp_path / 'none.pt'}", *SMALL]) == 2
+    assert "no such model file" in capsys.readouterr().err
+
+
+def test_template_loss_trains_on_episodes_and_checks_its_settings(tmp_path, capsys):
+    """loss "template": the episode loss falls from epoch 1 to 2 and the run writes a usable model;
+    a scoring strategy that needs more references than val_k is refused."""
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "t"), "--epochs", "2", "--loss", "template", *SMALL]) == 0
+    m = pd.read_csv(tmp_path / "t" / "metrics.csv")
+    assert m["train_loss"].iloc[1:].notna().all() and (m["train_loss"].iloc[1:] > 0).all()
+    assert m["train_loss"].iloc[2] < m["train_loss"].iloc[1]  # it learns
+    assert load_checkpoint(tmp_path / "t" / "model.pt").scoring in ("mean", "nearest", "centroid", "gaussian", "wnorm")
+    capsys.readouterr()
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "bad"), "--loss", "template", "--set", "train.val_k=1", *SMALL]) == 2
+    assert "needs 2 references" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown scoring"):
+        RunConfig.from_sections({"train": {"scoring": "median"}})

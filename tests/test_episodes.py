@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tdnn_siamese.distances import Distance
+from tdnn_siamese.episodes import Episode, EpisodeSampler, template_ranking_loss
+from tdnn_siamese.verifier import template_scores
+
+
+def table(n_writers=6, n_gen=8, n_skl=4, short_writer=False):
+    rows = [(f"w{w}", "genuine") for w in range(n_writers) for _ in range(n_gen)]
+    rows += [(f"w{w}", "skilled") for w in range(n_writers) for _ in range(n_skl)]
+    if short_writer:
+        rows += [("short", "genuine")] * 2
+    return pd.DataFrame(rows, columns=["writer", "label"])
+
+
+def test_episodes_are_what_they_claim():
+    t = table(short_writer=True)
+    w, lab = t["writer"].to_numpy(), t["label"].to_numpy()
+    eps = EpisodeSampler(t, k=5, min_refs=2, n_genuine_queries=5, n_skilled=3, n_random=2).sample(200, np.random.default_rng(0))
+    assert len(eps) == 200
+    for e in eps:
+        writer = w[e.references[0]]
+        assert writer != "short"  # 2 genuines cannot give 2 references and a query
+        assert len(e.references) == 5 and len(e.genuine) == 3  # 8 genuines: 5 references, the other 3 as queries
+        assert len(set(e.references) | set(e.genuine)) == 8 and all(w[i] == writer and lab[i] == "genuine" for i in e.rows[:8])
+        skl, rnd = e.impostors[:3], e.impostors[3:]  # "short" may give a random forgery
+        assert all(w[i] == writer and lab[i] == "skilled" for i in skl) and len(set(skl)) == 3
+        assert len(rnd) == 2 and all(w[i] != writer and lab[i] == "genuine" for i in rnd)
+
+
+def test_reference_count_follows_the_writer_and_sampling_is_seeded():
+    t = table(n_gen=4)
+    s = EpisodeSampler(t, k=5, min_refs=2)
+    eps = s.sample(10, np.random.default_rng(3))
+    assert all(len(e.references) == 3 and len(e.genuine) == 1 for e in eps)  # k capped at n_genuine - 1
+    again = s.sample(10, np.random.default_rng(3))
+    assert all(np.array_equal(a.rows, b.rows) for a, b in zip(eps, again))
+    with pytest.raises(ValueError, match="3 genuine signatures"):
+        EpisodeSampler(table(n_gen=2), min_refs=2)
+
+
+def _manual(emb, eps, dist, strategy, scale):
+    out, start = [], 0
+    for e in eps:
+        n = len(e.rows)
+        x = emb[start : start + n]
+        start += n
+        k, ng = len(e.references), len(e.genuine)
+        s = template_scores(x[:k], x[k:], dist, strategy)
+        out.append(np.mean([np.log1p(np.exp(scale * float(f - g))) for g in s[:ng] for f in s[ng:]]))
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("strategy", ["mean", "gaussian", "wnorm"])
+def test_loss_is_the_mean_softplus_of_misordered_scores(strategy):
+    torch.manual_seed(0)
+    eps = [Episode(np.arange(3), np.arange(3, 5), np.arange(5, 9)), Episode(np.arange(4), np.arange(4, 5), np.arange(5, 7))]
+    emb = torch.randn(9 + 7, 6, dtype=torch.float64, requires_grad=True)
+    dist = Distance("cosine")
+    loss = template_ranking_loss(emb, eps, dist, strategy, scale=2.0)
+    assert loss.item() == pytest.approx(_manual(emb.detach(), eps, dist, strategy, 2.0), rel=1e-9)
+    loss.backward()
+    assert torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="rows"):
+        template_ranking_loss(emb[:-1], eps, dist, strategy, scale=2.0)
+
+
+def test_loss_is_small_when_genuines_outrank_impostors_and_large_otherwise():
+    refs = F.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [1.0, 0.0]]), dim=1)
+    near, far = torch.tensor([[1.0, 0.05]]), torch.tensor([[0.0, 1.0]])
+    ep = [Episode(np.arange(3), np.array([3]), np.array([4]))]
+    dist = Distance("cosine")
+    good = template_ranking_loss(torch.cat([refs, near, far]), ep, dist, "mean", scale=20.0)
+    bad = template_ranking_loss(torch.cat([refs, far, near]), ep, dist, "mean", scale=20.0)
+    assert good.item() < 1e-6 < 10 < bad.item()
