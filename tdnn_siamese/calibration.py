@@ -29,24 +29,42 @@ def fit_logistic(genuine: Sequence[float], impostor: Sequence[float], iterations
     >>> a > 0
     True
     """
-    g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+    w, b = fit_linear_logistic(np.asarray(genuine, np.float64)[:, None], np.asarray(impostor, np.float64)[:, None], iterations)
+    return float(w[0]), b
+
+
+def fit_linear_logistic(genuine: np.ndarray, impostor: np.ndarray, iterations: int = 50) -> tuple[np.ndarray, float]:
+    """``(w, b)`` of ``log-odds = x @ w + b`` for score vectors x (one column per system), by Newton's method.
+
+    ``genuine`` (n, d) and ``impostor`` (m, d) hold the d systems' scores of
+    the same trials; the classes are weighted equally. With d = 2 this is
+    linear logistic score fusion (Brümmer & du Preez 2006; the FoCal toolkit's
+    rule). Columns are standardised before the fit, so the ridge treats
+    every system alike.
+    """
+    g, i = np.atleast_2d(np.asarray(genuine, np.float64)), np.atleast_2d(np.asarray(impostor, np.float64))
     if not len(g) or not len(i):
         raise ValueError("calibration needs genuine and impostor scores")
+    if g.shape[1] != i.shape[1]:
+        raise ValueError(f"genuine scores have {g.shape[1]} columns, impostor scores {i.shape[1]}")
+    if not (np.isfinite(g).all() and np.isfinite(i).all()):
+        raise ValueError("calibration scores must be finite")
     s = np.concatenate([g, i])
-    mu, sd = s.mean(), s.std()
-    sd = sd if sd > 0 else 1.0
-    z = (s - mu) / sd
+    d = s.shape[1]
+    mu, sd = s.mean(axis=0), s.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    X = np.concatenate([(s - mu) / sd, np.ones((len(s), 1))], axis=1)
     y = np.concatenate([np.ones(len(g)), np.zeros(len(i))])
-    w = np.concatenate([np.full(len(g), 0.5 / len(g)), np.full(len(i), 0.5 / len(i))])
-    X = np.stack([z, np.ones_like(z)], axis=1)
-    theta = np.zeros(2)
+    wt = np.concatenate([np.full(len(g), 0.5 / len(g)), np.full(len(i), 0.5 / len(i))])
+    ridge = np.diag([RIDGE] * d + [1e-12])
+    theta = np.zeros(d + 1)
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(X @ theta)))
-        grad = X.T @ (w * (p - y)) + np.array([RIDGE * theta[0], 0.0])
-        hess = (X * (w * p * (1 - p))[:, None]).T @ X + np.diag([RIDGE, 1e-12])
+        grad = X.T @ (wt * (p - y)) + ridge @ theta * (np.arange(d + 1) < d)
+        hess = (X * (wt * p * (1 - p))[:, None]).T @ X + ridge
         step = np.linalg.solve(hess, grad)
         theta -= step
         if np.abs(step).max() < 1e-10:
             break
-    a = theta[0] / sd
-    return float(a), float(theta[1] - theta[0] * mu / sd)
+    w = theta[:d] / sd
+    return w, float(theta[d] - w @ mu)

@@ -370,8 +370,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     for d in folders.values():
         _fresh_out(d)
     if args.method == "dtw" and (args.config or args.set or any(getattr(args, f) is not None for f in ("preset", "loss", "distance", "epochs"))):
-        raise CLIError("training options apply to --method tdnn only")
-    cfg = _run_config(args) if args.method == "tdnn" else None
+        raise CLIError("training options apply to --method tdnn and fusion only")
+    cfg = _run_config(args) if args.method in ("tdnn", "fusion") else None
     t = time.perf_counter()
     results = run_experiment(args.data, out, method=args.method, folds=args.folds, ks=ks, draws=args.draws,
                              seed=args.seed or 0, run_config=cfg, resume=args.resume, progress=Progress())
@@ -596,7 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(validation writers taken from them) and scores the held-out writers; --method dtw only scores. "
                        "Training settings as for train (--config, --set, shortcut flags).")
     p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
-    p.add_argument("--method", choices=["tdnn", "dtw"], default="tdnn", help="tdnn (default) or dtw")
+    p.add_argument("--method", choices=["tdnn", "dtw", "fusion"], default="tdnn",
+                   help="tdnn (default), dtw, or fusion: each fold's TDNN and DTW combined by a logistic fit on its validation writers "
+                        "(reported apart from the TDNN alone)")
     p.add_argument("--folds", type=int, default=4, help="number of writer-disjoint folds (default: 4)")
     p.add_argument("--protocol", default="S05", help="S_k, or several separated by commas, each reported in its own "
                    "subfolder (default: S05; e.g. S05,S10)")

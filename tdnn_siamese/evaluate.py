@@ -218,7 +218,7 @@ def write_report(out: str | Path, scores: pd.DataFrame, rep: dict[str, Any]) -> 
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("scores.csv", "report.json", "report.md", "far_frr.png", "det.png")}
     buf = io.StringIO()
-    cols = SCORE_COLUMNS + [c for c in ("draw", "fold", "threshold", "raw_score") if c in scores]
+    cols = SCORE_COLUMNS + [c for c in ("draw", "fold", "threshold", "raw_score", "tdnn_score", "dtw_score") if c in scores]
     scores[cols].to_csv(buf, index=False, float_format="%.9g", lineterminator="\n")
     atomic_write_text(paths["scores.csv"], buf.getvalue())
     atomic_write_text(paths["report.json"], json.dumps(rep, indent=2, default=_json_default) + "\n")

@@ -18,6 +18,7 @@ report (:mod:`tdnn_siamese.evaluate`). ``DIR`` gets::
     fold1/run/                 model.pt, metrics.csv, ... (tdnn)
     fold1/scores-S05.csv       the held-out fold's scores, per protocol (tdnn: calibrated log-odds,
                                raw scores in raw_score; see tdnn_siamese.calibration)
+    fold1/fusion-S05.csv       (fusion) the fused scores; fold1/fusion-S05.json the fitted weights
     scores.csv report.json report.md far_frr.png det.png    (one protocol)
     S05/..., S10/...                                        (several: --protocol S05,S10)
 
@@ -27,6 +28,7 @@ are read back, an unfinished training resumes from its last epoch.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -43,7 +45,7 @@ from .protocols import ProtocolError, sk_protocols
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("tdnn", "dtw")
+METHODS = ("tdnn", "dtw", "fusion")
 
 
 def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int, ks: Sequence[int], draws: int = 1, seed: int = 0,
@@ -67,7 +69,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
     parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
     for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
         fold_dir = out / f"fold{f}"
-        done = {k: fold_dir / f"scores-S{k:02d}.csv" for k in ks}
+        done = {k: fold_dir / (f"fusion-S{k:02d}.csv" if method == "fusion" else f"scores-S{k:02d}.csv") for k in ks}
         if progress:
             progress("fold", f, folds, len(train_w), len(test_w))
         if resume and all(p.is_file() for p in done.values()):
@@ -77,12 +79,23 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         t0 = time.perf_counter()
         fold_dir.mkdir(parents=True, exist_ok=True)
         test = table[table.writer.isin(test_w)].reset_index(drop=True)
-        if method == "tdnn":
+        if method in ("tdnn", "fusion"):
             manifest = datasets.write_manifest(table[table.writer.isin(train_w)].to_dict("records"), fold_dir / "train" / "manifest.csv")
             model_path = train(manifest.parent, fold_dir / "run", run_config, resume=resume and (fold_dir / "run").exists(),
                                progress=progress)
             verifier = Verifier.from_checkpoint(model_path)
             scorer, threshold = verifier, verifier.threshold()
+        if method == "fusion":
+            val = table[table.writer.isin(verifier.provenance["val_writers"])].reset_index(drop=True)
+            for k in ks:
+                fused, fit = fuse_fold(verifier, DTWVerifier(dtw_config), val, test, k, draws, seed, progress)
+                fused["fold"] = f
+                atomic_write_text(done[k].with_suffix(".json"), json.dumps(fit, indent=2) + "\n")
+                atomic_write_text(done[k], fused.to_csv(index=False, float_format="%.9g", lineterminator="\n"))
+                parts[k].append(fused)
+            logger.info("fold %d: %d writers scored in %.0f s", f, len(test_w), time.perf_counter() - t0)
+            continue
+        if method == "tdnn":
             try:
                 a, b = verifier.log_odds_map()  # fitted once per fold model
                 calibrate = lambda s, a=a, b=b: a * np.asarray(s, np.float64) + b  # noqa: E731
@@ -112,13 +125,48 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
                                  + "; random forgeries are the first genuine signature of the other writers of the same fold; "
                                  "global figures pool the folds' scores" + (
                                      " (each fold model's scores mapped to log-odds by a logistic fit on its own validation "
-                                     "writers' scores; raw scores in raw_score)" if method == "tdnn" else ""),
+                                     "writers' scores; raw scores in raw_score)" if method == "tdnn" else "") + (
+                                     "; fusion: TDNN and DTW scores combined by a linear logistic fit on each fold's "
+                                     "validation writers (inside the training folds)" if method == "fusion" else ""),
                 "folds": folds, "seed": seed}
-        if method == "tdnn":
+        if method in ("tdnn", "fusion"):
             meta["training"] = run_config.to_dict()
-        else:
+        if method in ("dtw", "fusion"):
             meta["dtw"] = dtw_config.to_dict()
         rep = report(pooled, meta)
         rep["within_fold_global_mean"] = fold_means(pooled)
         results[k] = (pooled, rep)
     return results
+
+
+def fuse_fold(verifier, dtw, val: pd.DataFrame, test: pd.DataFrame, k: int, draws: int, seed: int,
+              progress: Callable[..., None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Fused S_k scores of the test writers, TDNN and DTW combined by a logistic fit on the validation writers, and the fit.
+
+    The validation writers are scored with the same protocol (k capped so
+    that each keeps a genuine query); skilled forgeries are the impostors
+    of the fit when there are any, else random ones.
+    """
+    from .calibration import fit_linear_logistic
+
+    counts = val[val.label == "genuine"].groupby("writer").size()
+    kv = max(1, min(k, int(counts.max()) - 1))
+
+    def both(tab: pd.DataFrame, kk: int) -> pd.DataFrame:
+        protos = sk_protocols(tab, kk, draws, seed)
+        a, b = score_protocols(verifier, tab, protos, progress), score_protocols(dtw, tab, protos, progress)
+        keys = [c for c in a.columns if c != "score"]
+        if not a[keys].equals(b[keys]):  # both follow the protocol's order; anything else is a bug
+            raise RuntimeError("TDNN and DTW score tables are not aligned")
+        return a.rename(columns={"score": "tdnn_score"}).assign(dtw_score=b["score"].to_numpy())
+
+    v = both(val, kv)
+    impostor = "skilled" if (v.kind == "skilled").any() else "random"
+    X = lambda d: d[["tdnn_score", "dtw_score"]].to_numpy(np.float64)  # noqa: E731
+    w, b0 = fit_linear_logistic(X(v[v.kind == "genuine"]), X(v[v.kind == impostor]))
+    t = both(test, k)
+    t["score"] = X(t) @ w + b0
+    cols = [c for c in t.columns if c not in ("tdnn_score", "dtw_score", "score")]
+    fit = {"w_tdnn": float(w[0]), "w_dtw": float(w[1]), "bias": b0, "validation_writers": sorted(map(str, val.writer.unique())),
+           "validation_k": kv, "impostors": impostor, "threshold": 0.0}
+    return t[cols + ["score", "tdnn_score", "dtw_score"]].assign(threshold=0.0), fit

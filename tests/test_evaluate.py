@@ -168,3 +168,28 @@ def test_demo_runs_the_whole_job(tmp_path, capsys):
     for f in ("run/model.pt", "report/report.md", "report/far_frr.png", "report/det.png", "report/scores.csv", "templates.db"):
         assert (tmp_path / "demo" / f).is_file(), f
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2  # never overwritten
+
+
+@pytest.mark.slow
+def test_experiment_fusion_fits_on_validation_writers_and_combines_both_scores(tmp_path):
+    """--method fusion: per fold, weights fitted on the model's validation writers only; fused = w . (tdnn, dtw) + b,
+    and the TDNN and DTW columns are exactly what the two methods score alone."""
+    from tdnn_siamese.model import load_checkpoint
+
+    out = tmp_path / "f"
+    assert main(["experiment", "--method", "fusion", "--data", str(SAMPLE), "--folds", "2", "--protocol", "S05", "--out", str(out),
+                 "--epochs", "1", *SMALL_TRAIN]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert {"score", "tdnn_score", "dtw_score"} <= set(scores.columns)
+    assert main(["experiment", "--method", "dtw", "--data", str(SAMPLE), "--folds", "2", "--protocol", "S05", "--out", str(tmp_path / "d")]) == 0
+    dtw = pd.read_csv(tmp_path / "d" / "scores.csv")
+    np.testing.assert_allclose(scores["dtw_score"], dtw["score"], rtol=1e-7)
+    for f in (1, 2):
+        fit = json.loads((out / f"fold{f}" / "fusion-S05.json").read_text())
+        prov = load_checkpoint(out / f"fold{f}" / "run" / "model.pt").provenance
+        assert fit["validation_writers"] == sorted(prov["val_writers"])
+        assert not set(scores[scores.fold == f].writer) & set(fit["validation_writers"])
+        d = scores[scores.fold == f]
+        np.testing.assert_allclose(d["score"], fit["w_tdnn"] * d["tdnn_score"] + fit["w_dtw"] * d["dtw_score"] + fit["bias"], rtol=1e-6, atol=1e-6)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["method"] == "fusion" and "dtw" in rep and "training" in rep and "fusion" in rep["protocol_text"]
