@@ -96,15 +96,18 @@ class EpisodeSampler:
 
 
 def template_ranking_loss(embeddings: torch.Tensor, episodes: list[Episode], distance: Distance, strategy: str,
-                          scale: float) -> torch.Tensor:
+                          scale: float, global_weight: float = 0.0) -> torch.Tensor:
     """Mean over episodes of the softplus ranking loss of impostor against genuine template scores.
 
     ``embeddings`` holds the episodes' rows in order (``Episode.rows`` of each,
     concatenated), so episode ``e`` occupies the next ``len(e.rows)`` rows.
+    With ``global_weight > 0`` the same ranking loss over all the step's
+    genuine and impostor scores, across writers (the global EER's ordering),
+    is added with that weight.
     """
     if strategy not in MIN_REFERENCES:
         raise ValueError(f"unknown scoring strategy {strategy!r}")
-    losses, start = [], 0
+    losses, start, gs, fs = [], 0, [], []
     for ep in episodes:
         k, ng, ni = len(ep.references), len(ep.genuine), len(ep.impostors)
         e = embeddings[start : start + k + ng + ni]
@@ -112,6 +115,11 @@ def template_ranking_loss(embeddings: torch.Tensor, episodes: list[Episode], dis
         s = template_scores(e[:k], e[k:], distance, strategy)
         g, f = s[:ng], s[ng:]
         losses.append(F.softplus(scale * (f[None, :] - g[:, None])).mean())
+        gs.append(g), fs.append(f)
     if start != len(embeddings):
         raise ValueError(f"{len(embeddings)} embeddings for episodes of {start} rows")
-    return torch.stack(losses).mean()
+    loss = torch.stack(losses).mean()
+    if global_weight > 0:
+        g, f = torch.cat(gs), torch.cat(fs)
+        loss = loss + global_weight * F.softplus(scale * (f[None, :] - g[:, None])).mean()
+    return loss

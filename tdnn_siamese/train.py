@@ -88,6 +88,7 @@ class TrainConfig(StrictConfig):
     scoring: str = "gaussian"  # loss "template": the verifier strategy its episodes are scored with
     rank_scale: float = 2.0  # loss "template": slope of the softplus ranking surrogate
     episode_writers: int = 8  # loss "template": episodes (writers) per optimisation step
+    global_weight: float = 0.0  # loss "template": weight of the ranking across the step's writers (global EER); 0: within writers only
     distance: str = "cosine"
     mix: tuple[float, ...] = BROMLEY_MIX
     val_fraction: float = 0.2
@@ -105,8 +106,8 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"unknown scoring strategy {self.scoring!r}; known: {', '.join(STRATEGIES)}")
         if self.loss == "template" and MIN_REFERENCES[self.scoring] > self.val_k:
             raise ConfigError(f"scoring {self.scoring!r} needs {MIN_REFERENCES[self.scoring]} references but val_k is {self.val_k}")
-        if not self.rank_scale > 0 or self.episode_writers < 1:
-            raise ConfigError("rank_scale and episode_writers must be positive")
+        if not self.rank_scale > 0 or self.episode_writers < 1 or self.global_weight < 0:
+            raise ConfigError("rank_scale and episode_writers must be positive, global_weight >= 0")
         if self.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {self.distance!r}; known: {', '.join(DISTANCES)}")
         if self.loss == "bromley" and self.distance != "cosine":
@@ -408,7 +409,7 @@ def train(
             sampler = EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring])
         except ValueError as e:
             raise ConfigError(f"{data}: {e}") from None
-        loss_fn = partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale)
+        loss_fn = partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight)
     else:
         sampler = PairSampler(train_table, tuple(tc.mix))
         loss_fn = PairLoss(tc.loss, dist, margin=tc.margin)

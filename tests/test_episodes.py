@@ -77,3 +77,17 @@ def test_loss_is_small_when_genuines_outrank_impostors_and_large_otherwise():
     good = template_ranking_loss(torch.cat([refs, near, far]), ep, dist, "mean", scale=20.0)
     bad = template_ranking_loss(torch.cat([refs, far, near]), ep, dist, "mean", scale=20.0)
     assert good.item() < 1e-6 < 10 < bad.item()
+
+
+def test_global_weight_adds_the_ranking_across_writers():
+    torch.manual_seed(1)
+    eps = [Episode(np.arange(3), np.arange(3, 5), np.arange(5, 8)), Episode(np.arange(3), np.arange(3, 4), np.arange(4, 6))]
+    emb = torch.randn(8 + 6, 5, dtype=torch.float64)
+    dist = Distance("cosine")
+    within = template_ranking_loss(emb, eps, dist, "mean", scale=3.0)
+    both = template_ranking_loss(emb, eps, dist, "mean", scale=3.0, global_weight=0.5)
+    s1 = template_scores(emb[:3], emb[3:8], dist, "mean")
+    s2 = template_scores(emb[8:11], emb[11:14], dist, "mean")
+    g, f = torch.cat([s1[:2], s2[:1]]), torch.cat([s1[2:], s2[1:]])
+    across = F.softplus(3.0 * (f[None, :] - g[:, None])).mean()
+    assert both.item() == pytest.approx(within.item() + 0.5 * across.item(), rel=1e-12)
