@@ -402,17 +402,7 @@ def train(
 
     prep = prepare(data, cfg, progress)
     tc = cfg.train
-    dist = Distance(tc.distance)
-    train_table = prep.table.iloc[prep.train_rows].reset_index(drop=True)
-    if tc.loss == "template":
-        try:
-            sampler = EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring])
-        except ValueError as e:
-            raise ConfigError(f"{data}: {e}") from None
-        loss_fn = partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight)
-    else:
-        sampler = PairSampler(train_table, tuple(tc.mix))
-        loss_fn = PairLoss(tc.loss, dist, margin=tc.margin)
+    sampler, loss_fn = objective(prep, tc, data)
 
     if tc.init:
         encoder = initial_encoder(tc.init, cfg)
@@ -469,6 +459,19 @@ def train(
                 logger.info("early stop after epoch %d: no improvement for %d epochs", epoch, bad)
             break
     return model_path
+
+
+def objective(prep: Prepared, tc: TrainConfig, data: str | os.PathLike = "the corpus") -> tuple[PairSampler | EpisodeSampler, Callable[..., torch.Tensor]]:
+    """What an epoch draws from the training writers and the loss it minimises: pairs and a pair loss, or episodes and the template loss."""
+    train_table = prep.table.iloc[prep.train_rows].reset_index(drop=True)
+    dist = Distance(tc.distance)
+    try:
+        if tc.loss == "template":
+            return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring]),
+                    partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight))
+        return PairSampler(train_table, tuple(tc.mix)), PairLoss(tc.loss, dist, margin=tc.margin)
+    except ValueError as e:
+        raise ConfigError(f"{data}: {e}") from None
 
 
 def initial_encoder(path: str | os.PathLike, cfg: RunConfig) -> TDNN:
