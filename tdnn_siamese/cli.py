@@ -536,7 +536,7 @@ def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
                    help="encoder preset (default: modern, trained on the kinematic features, which need pressure; "
                         "bromley: Fig. 1 of the 1994 paper on its 8 features)")
     p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley", "template"],
-                   help="training loss: a pair loss, or template (episodes scored like verification; see README, Training) (default: contrastive)")
+                   help="training loss: template (default: episodes scored like verification; see README, Training) or a pair loss")
     p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison (default: cosine)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
     p.add_argument("--seed", type=int, help=seed_help)

@@ -83,7 +83,7 @@ class TrainConfig(StrictConfig):
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 0.0
-    loss: str = "contrastive"  # a pair loss of tdnn_siamese.losses, or "template": episodes scored like verification (tdnn_siamese.episodes)
+    loss: str = "template"  # "template": episodes scored like verification (tdnn_siamese.episodes); or a pair loss of tdnn_siamese.losses
     margin: float = 0.1
     scoring: str = "gaussian"  # loss "template": the verifier strategy its episodes are scored with
     rank_scale: float = 2.0  # loss "template": slope of the softplus ranking surrogate

@@ -193,3 +193,8 @@ def test_experiment_fusion_fits_on_validation_writers_and_combines_both_scores(t
         np.testing.assert_allclose(d["score"], fit["w_tdnn"] * d["tdnn_score"] + fit["w_dtw"] * d["dtw_score"] + fit["bias"], rtol=1e-6, atol=1e-6)
     rep = json.loads((out / "report.json").read_text())
     assert rep["method"] == "fusion" and "dtw" in rep and "training" in rep and "fusion" in rep["protocol_text"]
+
+
+def test_experiment_refuses_training_options_for_dtw(tmp_path, capsys):
+    assert main(["experiment", "--method", "dtw", "--data", str(SAMPLE), "--folds", "2", "--out", str(tmp_path / "x"), "--loss", "template"]) == 2
+    assert "training options apply to --method tdnn and fusion only" in capsys.readouterr().err
