@@ -38,6 +38,13 @@ Feature sets (``FEATURE_SETS``):
   (z-normalised per signature): the "smoothed derivatives and pressure" of
   classic DTW verifiers; the DTW baseline's default (:mod:`tdnn_siamese.dtw`).
   Needs pressure.
+- ``rich`` (12): the kind of time-function set DsDTW and other deep
+  online-signature verifiers use (Jiang et al. 2022, after Fierrez et al.
+  2007): x and y velocity, speed, direction cosine and sine, tangential
+  acceleration, angular velocity of the direction (rad/s), log curvature
+  radius (log(speed / |angular velocity|), bounded to +-10), centripetal
+  and total acceleration, pressure (z-normalised per signature) and its
+  rate of change. Needs pressure.
 
 Speeds and accelerations keep physical time, so a slow, careful forgery
 looks slow even after resampling to 200 steps. Their scales are large;
@@ -62,7 +69,10 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "bromley": BROMLEY,
     "extended": (*BROMLEY, "curv_cos", "curv_sin", *OPTIONAL_CHANNELS),
     "kinematic": ("vx", "vy", "ax", "ay", "pressure"),
+    "rich": ("vx", "vy", "speed", "dir_cos", "dir_sin", "acc_tangential", "ang_velocity", "log_radius", "acc_centripetal",
+             "acc_total", "pressure", "pressure_rate"),
 }
+_LOG_RADIUS_CLIP = 10.0  # |log curvature radius| bound: a straight stroke has an infinite radius
 _EPS = 1e-9
 MIN_STEPS = 10
 
@@ -280,9 +290,16 @@ def _extract_batch(sigs: list[Signature], cfg: FeatureConfig) -> list[np.ndarray
     if "curv_cos" in cfg.channels:
         dtheta = _gradient(np.unwrap(np.arctan2(vy, vx), axis=1), np.ones(len(sigs)), n)
         f["curv_cos"], f["curv_sin"] = np.cos(dtheta), np.sin(dtheta)
+    if "ang_velocity" in cfg.channels:
+        omega = _gradient(np.unwrap(np.arctan2(vy, vx), axis=1), h, n)  # rad/s
+        f["ang_velocity"] = omega
+        f["log_radius"] = np.clip(np.log((speed + _EPS) / (np.abs(omega) + _EPS)), -_LOG_RADIUS_CLIP, _LOG_RADIUS_CLIP)
+        f["acc_total"] = np.hypot(ax, ay)
     for c in OPTIONAL_CHANNELS:
         if c in cfg.channels:
             f[c] = _masked_zscore(r[c], valid, n)
+    if "pressure_rate" in cfg.channels:
+        f["pressure_rate"] = _gradient(f["pressure"], h, n)
     out = np.stack([f[c] for c in cfg.channels], axis=2)  # (B, T, F)
     finite = np.where(valid[:, :, None], np.isfinite(out), True).all(axis=(1, 2))
     if not finite.all():

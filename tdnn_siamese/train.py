@@ -41,7 +41,7 @@ import os
 import platform
 import time
 import tomllib
-from functools import partial
+from functools import lru_cache, partial
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -353,10 +353,15 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _file_sha256(path: str | os.PathLike) -> str:
+@lru_cache(maxsize=8)
+def _file_sha256(path: str) -> str:
+    """SHA-256 of a file (once per process: a run's init file may be moved once training has started)."""
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
 
 
 def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_run: int, best_epoch: int) -> dict[str, Any]:
@@ -406,6 +411,7 @@ def train(
 
     if tc.init:
         encoder = initial_encoder(tc.init, cfg)
+        _file_sha256(tc.init)  # hashed now, as it was when training started
     else:
         encoder = _new_encoder(cfg.model, tc.seed)
         encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))

@@ -54,8 +54,13 @@ def extract(sig: Signature, cfg: FeatureConfig) -> np.ndarray:
          "vx": vx, "vy": vy, "ax": ax, "ay": ay}
     dtheta = np.gradient(np.unwrap(np.arctan2(vy, vx)))
     f["curv_cos"], f["curv_sin"] = np.cos(dtheta), np.sin(dtheta)
+    omega = np.gradient(np.unwrap(np.arctan2(vy, vx)), h)
+    f["ang_velocity"], f["acc_total"] = omega, np.hypot(ax, ay)
+    f["log_radius"] = np.clip(np.log((speed + EPS) / (np.abs(omega) + EPS)), -10.0, 10.0)
     for c in OPTIONAL_CHANNELS:
         if c in cfg.channels:
             v = r[c]
             f[c] = (v - v.mean()) / v.std() if v.std() > EPS else np.zeros_like(v)
+    if "pressure_rate" in cfg.channels:
+        f["pressure_rate"] = np.gradient(f["pressure"], h)
     return np.stack([f[c] for c in cfg.channels], axis=1).astype(np.float32)

@@ -157,7 +157,8 @@ def test_batched_features_equal_the_plain_reference(feature_set, n_steps, monkey
 
 def test_batched_features_equal_the_reference_on_public_files(svc_root):
     sigs = datasets.load_signatures(datasets.load(svc_root).iloc[::23])
-    for cfg in (FeatureConfig(), FeatureConfig(feature_set="extended", n_steps=None), FeatureConfig(feature_set="kinematic", n_steps=None)):
+    for cfg in (FeatureConfig(), FeatureConfig(feature_set="extended", n_steps=None), FeatureConfig(feature_set="kinematic", n_steps=None),
+                FeatureConfig(feature_set="rich", n_steps=None)):
         for sig, f in zip(sigs, extract_many(sigs, cfg)):
             np.testing.assert_allclose(f, feature_reference.extract(sig, cfg), rtol=1e-5, atol=1e-4)
 
