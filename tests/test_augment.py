@@ -5,7 +5,7 @@ import torch
 
 from tdnn_siamese.augment import augment
 from tdnn_siamese.cli import main
-from tdnn_siamese.features import FeatureConfig, extract
+from tdnn_siamese.features import extract
 from tdnn_siamese.model import load_checkpoint
 
 from .conftest import SAMPLE, SMALL_TRAIN, make_signature
