@@ -9,6 +9,8 @@ from tdnn_siamese.features import FeatureConfig, extract
 
 from .conftest import SAMPLE
 
+ROOT = SAMPLE.parent.parent
+
 
 def test_synth_output_loads_back(tmp_path):
     manifest = synth.synthesize(tmp_path, n_writers=3, n_genuine=5, n_skilled=2, seed=1)
@@ -66,3 +68,32 @@ def test_bundled_sample_is_what_the_documented_command_makes(tmp_path):
 def test_bad_counts():
     with pytest.raises(ValueError):
         synth.synthesize("unused", 0, 5, 5, seed=0)
+
+
+def test_realism_script_measures_known_signatures(tmp_path, capsys):
+    """scripts/synth_realism.py: the measures of a hand-made signature, and a table for the synthetic corpus alone
+    when the real one is missing (a note says so)."""
+    import importlib.util
+
+    from tdnn_siamese.signature import Signature
+
+    spec = importlib.util.spec_from_file_location("synth_realism", ROOT / "scripts" / "synth_realism.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    t = np.arange(0, 1010, 10.0)  # 1 s at 100 Hz
+    x = np.linspace(0, 300, len(t))  # a straight stroke to the right, 300 units in 1 s, then back up-down once
+    y = np.where(t < 500, t / 5.0, (1000 - t) / 5.0)  # 2 units per step up, then down
+    down = np.ones(len(t), bool)
+    down[50] = False  # two pen-down components
+    dur, comps, med, p90, ink, strokes, aspect = mod.measures(Signature(t=t, x=x, y=y, pen_down=down))
+    assert dur == 1.0 and comps == 2 and strokes == 1
+    assert med == pytest.approx(np.hypot(3, 2) / 0.01 / np.hypot(300, 98)) and p90 == pytest.approx(med)  # constant speed
+    assert aspect == pytest.approx(300 / 98, rel=0.01)
+    assert ink == pytest.approx(np.hypot(3, 2) * 98 / np.hypot(300, 98), rel=1e-9)  # 98 steps with both ends down
+    out = tmp_path / "r.csv"
+    assert mod.main(["--data", str(tmp_path / "none"), "--writers", "3", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "not found" in captured.err and "synthetic: forgery/genuine" in captured.out
+    table = pd.read_csv(out)
+    assert set(table["corpus"]) == {"synthetic"} and set(table["label"]) == {"genuine", "skilled"}
+    assert (table["duration_s p10"] <= table["duration_s p90"]).all()
