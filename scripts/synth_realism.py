@@ -48,7 +48,8 @@ def corpus_table(path: str | Path, name: str) -> pd.DataFrame:
     """One row per genuine or skilled signature of a corpus: its measures."""
     table = datasets.load(path)
     table = table[table.label.isin(["genuine", "skilled"])]
-    rows = [(name, r["label"], *measures(datasets.read_row(r))) for r in table.to_dict("records")]
+    sigs = [(r["label"], datasets.read_row(r)) for r in table.to_dict("records")]
+    rows = [(name, label, *measures(sig)) for label, sig in sigs if int(sig.pen_down.sum()) >= 3]  # needs some ink to measure
     return pd.DataFrame(rows, columns=["corpus", "label", *MEASURES])
 
 

@@ -42,7 +42,9 @@ def fit_linear_logistic(genuine: np.ndarray, impostor: np.ndarray, iterations: i
     rule). Columns are standardised before the fit, so the ridge treats
     every system alike.
     """
-    g, i = np.atleast_2d(np.asarray(genuine, np.float64)), np.atleast_2d(np.asarray(impostor, np.float64))
+    g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+    if g.ndim != 2 or i.ndim != 2:
+        raise ValueError("scores are (trials, systems) arrays; for one system use fit_logistic")
     if not len(g) or not len(i):
         raise ValueError("calibration needs genuine and impostor scores")
     if g.shape[1] != i.shape[1]:

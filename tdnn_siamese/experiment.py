@@ -40,7 +40,7 @@ import pandas as pd
 from . import datasets
 from .atomic import atomic_write_text
 from .dtw import DTWConfig, DTWVerifier
-from .evaluate import fold_means, report, score_protocols
+from .evaluate import EvaluationError, fold_means, report, score_protocols
 from .protocols import ProtocolError, sk_protocols
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,16 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
     if not 2 <= folds <= len(names):
         raise ProtocolError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
     run_config = run_config or RunConfig.from_sections({})
+    if method != "dtw" and run_config.train.init:  # a model to fine-tune must not have seen this corpus: its writers are the test folds
+        from .model import CheckpointError, load_checkpoint
+
+        try:
+            seen = load_checkpoint(run_config.train.init).provenance.get("data_fingerprint")
+        except CheckpointError as e:
+            raise ProtocolError(f"train.init: {e}") from None
+        if seen == datasets.fingerprint(table):
+            raise ProtocolError(f"train.init: {run_config.train.init} was trained on this corpus, so every fold's test writers "
+                                "would reach training; pre-train on other data (e.g. synthetic writers)")
     parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
     for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
         fold_dir = out / f"fold{f}"
@@ -163,7 +173,10 @@ def fuse_fold(verifier, dtw, val: pd.DataFrame, test: pd.DataFrame, k: int, draw
     v = both(val, kv)
     impostor = "skilled" if (v.kind == "skilled").any() else "random"
     X = lambda d: d[["tdnn_score", "dtw_score"]].to_numpy(np.float64)  # noqa: E731
-    w, b0 = fit_linear_logistic(X(v[v.kind == "genuine"]), X(v[v.kind == impostor]))
+    try:
+        w, b0 = fit_linear_logistic(X(v[v.kind == "genuine"]), X(v[v.kind == impostor]))
+    except ValueError as e:
+        raise EvaluationError(f"cannot fit the fusion on the validation writers {', '.join(map(str, val.writer.unique()))}: {e}") from None
     t = both(test, k)
     t["score"] = X(t) @ w + b0
     cols = [c for c in t.columns if c not in ("tdnn_score", "dtw_score", "score")]

@@ -1,4 +1,4 @@
-"""Training a Siamese TDNN on pairs: one visible loop, checkpoints, resume.
+"""Training a Siamese TDNN on pairs or episodes: one visible loop, checkpoints, resume.
 
 Run: ``tdnn-siamese train --data DATASET --out RUN_DIR`` (see ``--help``).
 
@@ -41,7 +41,7 @@ import os
 import platform
 import time
 import tomllib
-from functools import lru_cache, partial
+from functools import partial
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -353,9 +353,8 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-@lru_cache(maxsize=8)
 def _file_sha256(path: str) -> str:
-    """SHA-256 of a file (once per process: a run's init file may be moved once training has started)."""
+    """SHA-256 of a file (a run's init file, hashed when training starts and kept in its state)."""
     import hashlib
 
     try:
@@ -364,7 +363,8 @@ def _file_sha256(path: str) -> str:
         return f"unreadable: {e.strerror or e}"
 
 
-def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_run: int, best_epoch: int) -> dict[str, Any]:
+def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_run: int, best_epoch: int,
+               init_sha256: str = "") -> dict[str, Any]:
     """Where a model came from: data fingerprint, writers, seed, versions, time."""
     table = prep.table
     return {
@@ -373,7 +373,7 @@ def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_r
         "train_writers": sorted(table.iloc[prep.train_rows]["writer"].unique().tolist()),
         "val_writers": sorted(table.iloc[prep.val_rows]["writer"].unique().tolist()),
         "seed": cfg.train.seed,
-        "init_sha256": _file_sha256(cfg.train.init) if cfg.train.init else "",
+        "init_sha256": init_sha256,  # of train.init's file when training started; "" without one
         "epochs_run": epochs_run,
         "best_epoch": best_epoch,
         "config": json.dumps(cfg.to_dict()),
@@ -409,9 +409,11 @@ def train(
     tc = cfg.train
     sampler, loss_fn = objective(prep, tc, data)
 
-    if tc.init:
+    resuming = resume and state_path.exists()
+    init_sha256 = ""
+    if tc.init and not resuming:  # on resume the weights come from train_state.pt: the init file is not needed
         encoder = initial_encoder(tc.init, cfg)
-        _file_sha256(tc.init)  # hashed now, as it was when training started
+        init_sha256 = _file_sha256(tc.init)
     else:
         encoder = _new_encoder(cfg.model, tc.seed)
         encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
@@ -421,15 +423,20 @@ def train(
         averaged.load_state_dict(encoder.state_dict())
 
     start, rows, best, bad = 0, [], None, 0
-    if resume and state_path.exists():
+    if resuming:
         try:
             st = torch.load(state_path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a damaged file
             raise ConfigError(f"{state_path}: cannot read the training state ({type(e).__name__}); remove it to restart the run") from None
         if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
             raise ConfigError(f"{state_path}: not a training state file")
-        if st["config"] != json.dumps(cfg.to_dict(), sort_keys=True):
+        try:  # compared as resolved configs, so a run saved before a setting was added (at its default) still resumes
+            saved = RunConfig.from_dict(json.loads(st["config"])).to_dict()
+        except (ConfigError, ValueError, TypeError):
+            saved = None
+        if saved != cfg.to_dict():
             raise ConfigError(f"{out}: the saved run has another configuration; resume without changing settings")
+        init_sha256 = st.get("init_sha256", "")
         if st["fingerprint"] != prep.fingerprint:
             raise ConfigError(f"{out}: the run was trained on other data (fingerprint differs)")
         encoder.load_state_dict(st["model"])
@@ -457,7 +464,7 @@ def train(
         rows.append({"epoch": epoch, "train_loss": round(mean_loss, 6), "val_eer_skilled": round(val.eer_skilled, 6),
                      "val_eer_random": round(val.eer_random, 6), "strategy": val.strategy, "seconds": round(time.perf_counter() - t0, 2), "best": improved})
         done = bad >= tc.patience or epoch == tc.epochs
-        _finish_epoch(out, encoder, averaged, opt, cfg, prep, data, epoch, rows, best, bad, done, improved)
+        _finish_epoch(out, encoder, averaged, opt, cfg, prep, data, epoch, rows, best, bad, done, improved, init_sha256)
         if progress:
             progress("epoch", rows[-1])
         if done:
@@ -529,6 +536,8 @@ def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optim
     n_steps = max(1, tc.pairs_per_epoch // tc.batch_size)
     steps = [sampler.sample(tc.episode_writers, rng) for _ in range(n_steps)]
     steps = [eps for eps in steps if eps]
+    if not steps:
+        raise ConfigError("no training episode has an impostor: the training writers need skilled forgeries or genuine signatures of other writers")
     rows = [np.concatenate([e.rows for e in eps]) for eps in steps]
     flat = np.concatenate(rows)
     seqs = _pair_sequences(prep, prep.train_rows[flat], cfg, rng)  # augmented once per epoch, like pairs
@@ -547,7 +556,7 @@ def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optim
 
 def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler, prep: Prepared,
                  cfg: RunConfig, epoch: int, progress: Callable[..., None] | None) -> float:
-    """One pass over fresh pairs (seeded by ``(seed, epoch)``), augmented when asked; returns the mean loss."""
+    """One pass over fresh pairs or, for the template loss, episodes (seeded by ``(seed, epoch)``), augmented when asked; the mean loss."""
     tc = cfg.train
     if tc.loss == "template":
         return _train_episodes(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress)
@@ -569,16 +578,17 @@ def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimize
 
 
 def _finish_epoch(out: Path, encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, cfg: RunConfig, prep: Prepared, data, epoch: int,
-                  rows: list, best: dict, bad: int, done: bool, improved: bool) -> None:
+                  rows: list, best: dict, bad: int, done: bool, improved: bool, init_sha256: str = "") -> None:
     """Write model.pt (when improved), metrics.csv and train_state.pt, each atomically."""
     if improved or done:
         best_encoder = _new_encoder(cfg.model, 0)
         best_encoder.load_state_dict(best["state"])
         save_checkpoint(out / "model.pt", best_encoder, cfg.features, distance=cfg.train.distance, threshold=best["threshold"],
-                        scoring=best["strategy"], calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"]))
+                        scoring=best["strategy"], calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"], init_sha256))
     _write_metrics(out / "metrics.csv", rows)
     _save_bytes(out / "train_state.pt", {
         "format": STATE_FORMAT, "config": json.dumps(cfg.to_dict(), sort_keys=True), "fingerprint": prep.fingerprint,
         "epoch": epoch, "model": encoder.state_dict(), "optim": opt.state_dict(), "rows": rows, "best": best,
         "bad_epochs": bad, "done": done, "averaged": averaged.state_dict() if averaged is not None else None,
+        "init_sha256": init_sha256,
     })

@@ -75,3 +75,10 @@ def test_two_system_fusion_matches_a_generic_optimiser_and_beats_either_system()
     assert (w1[0], c1) == pytest.approx((a1, b1))
     with pytest.raises(ValueError, match="finite"):
         fit_linear_logistic(np.array([[np.nan, 1.0]]), i)
+
+
+def test_fusion_fit_wants_trials_by_systems():
+    from tdnn_siamese.calibration import fit_linear_logistic
+
+    with pytest.raises(ValueError, match="trials, systems"):
+        fit_linear_logistic(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.5, 1.0]))

@@ -91,3 +91,10 @@ def test_global_weight_adds_the_ranking_across_writers():
     g, f = torch.cat([s1[:2], s2[:1]]), torch.cat([s1[2:], s2[1:]])
     across = F.softplus(3.0 * (f[None, :] - g[:, None])).mean()
     assert both.item() == pytest.approx(within.item() + 0.5 * across.item(), rel=1e-12)
+
+
+def test_no_impostor_for_any_template_writer_is_refused():
+    """Writer A has genuines but no forgeries; B has only forgeries: no episode could have an impostor."""
+    t = pd.DataFrame([("A", "genuine")] * 5 + [("B", "skilled")] * 3, columns=["writer", "label"])
+    with pytest.raises(ValueError, match="impostors"):
+        EpisodeSampler(t, min_refs=2)

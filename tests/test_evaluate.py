@@ -198,3 +198,9 @@ def test_experiment_fusion_fits_on_validation_writers_and_combines_both_scores(t
 def test_experiment_refuses_training_options_for_dtw(tmp_path, capsys):
     assert main(["experiment", "--method", "dtw", "--data", str(SAMPLE), "--folds", "2", "--out", str(tmp_path / "x"), "--loss", "template"]) == 2
     assert "training options apply to --method tdnn and fusion only" in capsys.readouterr().err
+
+
+def test_experiment_refuses_to_fine_tune_a_model_trained_on_the_same_corpus(tmp_path, capsys, sample_model):
+    assert main(["experiment", "--data", str(SAMPLE), "--folds", "2", "--out", str(tmp_path / "x"), "--set", f"train.init={sample_model}"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on this corpus" in err and "Traceback" not in err

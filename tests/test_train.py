@@ -184,3 +184,22 @@ def test_template_loss_trains_on_episodes_and_checks_its_settings(tmp_path, caps
     assert "needs 2 references" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown scoring"):
         RunConfig.from_sections({"train": {"scoring": "median"}})
+
+
+def test_resume_of_a_fine_tuned_run_needs_no_init_file_and_keeps_its_hash(tmp_path):
+    """--resume of a fine-tuned run works with the init file gone (the weights come from train_state.pt);
+    the provenance keeps the hash taken when training started."""
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "pre"), "--epochs", "1", *SMALL]) == 0
+    init = tmp_path / "init.pt"
+    init.write_bytes((tmp_path / "pre" / "model.pt").read_bytes())
+    ft = ["--set", f"train.init={init}", "--set", "train.patience=50", *SMALL]
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "full"), "--epochs", "2", *ft]) == 0
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "run"), "--epochs", "2", *ft]) == 0
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    full_hash = load_checkpoint(tmp_path / "full" / "model.pt").provenance["init_sha256"]
+    assert state["init_sha256"] == full_hash and len(full_hash) == 64
+    import hashlib
+    assert full_hash == hashlib.sha256(init.read_bytes()).hexdigest()
+    init.unlink()
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "model.pt").provenance["init_sha256"] == full_hash
