@@ -593,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="writer-disjoint cross-validation: train on k-1 folds, evaluate the held-out fold",
                        description="Cross-validated experiment. For --method tdnn each fold trains a model on the other folds "
-                       "(validation writers taken from them) and scores the held-out writers; --method dtw only scores. "
+                       "(validation writers taken from them) and scores the held-out writers; --method dtw only scores; --method fusion "
+                       "trains as tdnn and fuses each fold's TDNN with DTW by a logistic fit on its validation writers. "
                        "Training settings as for train (--config, --set, shortcut flags).")
     p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
     p.add_argument("--method", choices=["tdnn", "dtw", "fusion"], default="tdnn",
