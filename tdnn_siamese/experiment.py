@@ -70,12 +70,17 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         from .model import CheckpointError, load_checkpoint
 
         try:
-            seen = load_checkpoint(run_config.train.init).provenance.get("data_fingerprint")
+            prov = load_checkpoint(run_config.train.init).provenance
         except CheckpointError as e:
             raise ProtocolError(f"train.init: {e}") from None
-        if seen == datasets.fingerprint(table):
+        if prov.get("data_fingerprint") == datasets.fingerprint(table):
             raise ProtocolError(f"train.init: {run_config.train.init} was trained on this corpus, so every fold's test writers "
                                 "would reach training; pre-train on other data (e.g. synthetic writers)")
+        shared = set(map(str, prov.get("train_writers", []) + prov.get("val_writers", []))) & set(map(str, names))
+        if shared:  # a subset of this corpus has another fingerprint; same names may also be chance (U1 of two corpora)
+            logger.warning("train.init: %s was trained on writers named like %d of this corpus's (%s...): if they are the same "
+                           "people, the test folds are not independent of it", run_config.train.init, len(shared),
+                           ", ".join(sorted(shared)[:3]))
     parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
     for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
         fold_dir = out / f"fold{f}"
