@@ -95,7 +95,7 @@ class TrainConfig(StrictConfig):
     val_k: int = 5
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
-    augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
+    augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
     init: str = ""  # a model.pt to start from (e.g. one pre-trained on synthetic writers); "": random initial weights
     seed: int = 0
 

@@ -49,7 +49,8 @@ def test_same_generator_same_perturbation():
 
 
 def test_training_with_augmentation_is_seeded(tmp_path):
-    runs = {"a": [], "b": [], "plain": ["--set", "train.augment=0"]}  # augmentation is on by default
+    on = ["--set", "train.augment=1"]
+    runs = {"a": on, "b": on, "plain": ["--set", "train.augment=0"]}
     for run, extra in runs.items():
         assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "1", *extra, *SMALL_TRAIN]) == 0
     loss = {r: pd.read_csv(tmp_path / r / "metrics.csv")["train_loss"].iloc[1] for r in runs}
