@@ -41,7 +41,7 @@ from . import datasets
 from .atomic import atomic_write_text
 from .dtw import DTWConfig, DTWVerifier
 from .evaluate import EvaluationError, fold_means, report, score_protocols
-from .protocols import ProtocolError, sk_protocols
+from .protocols import ProtocolError, fitting_k, sk_protocols
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +164,7 @@ def fuse_fold(verifier, dtw, val: pd.DataFrame, test: pd.DataFrame, k: int, draw
     """
     from .calibration import fit_linear_logistic
 
-    counts = val[val.label == "genuine"].groupby("writer").size()
-    kv = max(1, min(k, int(counts.max()) - 1))
+    kv = fitting_k(val, k)
 
     def both(tab: pd.DataFrame, kk: int) -> pd.DataFrame:
         protos = sk_protocols(tab, kk, draws, seed)

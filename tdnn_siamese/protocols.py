@@ -44,6 +44,12 @@ def _genuine_order(table: pd.DataFrame, writer: str) -> list[int]:
     return g.index.tolist()
 
 
+def fitting_k(table: pd.DataFrame, k: int) -> int:
+    """``k`` capped so that the writer with the most genuine signatures keeps one as a query (at least 1)."""
+    counts = table[table.label == "genuine"].groupby("writer").size()
+    return max(1, min(k, int(counts.max()) - 1)) if len(counts) else 1
+
+
 def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = None, draw: int = 0) -> Protocol:
     """The S_k protocol over every writer of ``table`` with at least k genuine signatures.
 

@@ -64,7 +64,7 @@ from .losses import PairLoss
 from .metrics import eer
 from .model import PRESET_FEATURES, TDNN, CheckpointError, TDNNConfig, embed_all, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
-from .protocols import sk_protocol
+from .protocols import fitting_k, sk_protocol
 from .signature import Signature
 from .verifier import MIN_REFERENCES, STRATEGIES, template_scores
 
@@ -283,8 +283,7 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     """
     val_table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
-    counts = val_table[val_table.label == "genuine"].groupby("writer").size()
-    k = max(1, min(cfg.train.val_k, int(counts.max()) - 1))
+    k = fitting_k(val_table, cfg.train.val_k)
     proto = sk_protocol(val_table, k)
     dist = Distance(cfg.train.distance)
     usable = [s for s in STRATEGIES if MIN_REFERENCES[s] <= k]
