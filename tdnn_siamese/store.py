@@ -110,7 +110,7 @@ class TemplateStore:
                 self.close()
                 raise StoreError(self.path, "an SQLite file, but not a tdnn-siamese template store")
             self._db.execute("PRAGMA foreign_keys = ON")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enter_wal(timeout)
             if mode.lower() != "wal":
                 logger.warning("%s: SQLite refused write-ahead logging (journal mode %s)", self.path, mode)
             self._db.execute("PRAGMA synchronous = FULL")
@@ -136,6 +136,24 @@ class TemplateStore:
                              f"{fingerprint[:12]}); its templates are not comparable: use that model, or enroll into a new store")
 
     # ---- plumbing
+
+    def _enter_wal(self, timeout: float) -> str:
+        """Switch the file to write-ahead logging; returns the journal mode SQLite ended in.
+
+        The switch needs an exclusive lock, and SQLite answers "database is
+        locked" at once, without waiting in its busy handler, while another
+        connection holds the write lock (to avoid a deadlock); two processes
+        opening a new store together hit this in CI. So retry until
+        ``timeout``, as long as every other statement waits.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as e:
+                if not e.sqlite_errorname.startswith("SQLITE_BUSY") or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -6,6 +6,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -160,3 +162,24 @@ def test_sigkill_during_enrollment_leaves_the_writer_absent_and_the_store_readab
         np.testing.assert_array_equal(s.template_embeddings("kept"), emb(2))
         s.add("victim", np.ones((4, 8), np.float32), ["a", "b", "c", "d"], ["1", "2", "3", "4"])  # the lock is free again
         assert s.writers()[1].n_references == 4
+
+
+def test_opening_waits_while_another_process_writes_the_store(tmp_path):
+    """Switching to write-ahead logging needs an exclusive lock; SQLite refuses it at once (no busy wait) while
+    another connection is about to write, so the store must retry, not fail with "database is locked" (seen in CI when two
+    processes opened a new store together)."""
+    path = tmp_path / "s.db"
+    TemplateStore(path, FP).close()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    assert other.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"  # as a first opener finds a new file
+    other.execute("BEGIN IMMEDIATE")  # holds the reserved (write) lock, as another opener creating the schema does
+    timer = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        with TemplateStore(path, FP, timeout=5) as s:
+            assert s.writers() == []
+        assert time.monotonic() - t0 >= 0.25
+    finally:
+        timer.join()
+        other.close()
