@@ -208,7 +208,7 @@ def bench_training(data: Path, cfg: RunConfig, quick: bool) -> dict:
     enc.set_input_stats(*tr.input_stats([prep.seqs[i] for i in prep.train_rows]))
     avg = tr._new_encoder(cfg.model, tc.seed) if tc.ema else None
     opt = torch.optim.Adam(enc.parameters(), lr=tc.lr)
-    sampler, loss_fn = tr.objective(prep, tc)
+    sampler, loss_fn = tr.objective(prep, RunConfig(cfg.features, cfg.model, tc))
     t0 = time.perf_counter()
     tr._train_epoch(enc, avg, opt, loss_fn, sampler, prep, RunConfig(cfg.features, cfg.model, tc), 1, None)
     t_train = time.perf_counter() - t0

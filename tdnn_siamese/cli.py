@@ -537,7 +537,8 @@ def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
                         "bromley: Fig. 1 of the 1994 paper on its 8 features)")
     p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley", "template"],
                    help="training loss: template (default: episodes scored like verification; see README, Training) or a pair loss")
-    p.add_argument("--distance", choices=["cosine", "euclidean"], help="embedding comparison (default: cosine)")
+    p.add_argument("--distance", choices=["cosine", "euclidean", "dtw"],
+                   help="embedding comparison (default: cosine; dtw: soft-DTW of frame sequences, needs --set model.pooling=frames)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--config", help="TOML or JSON config file with sections [features], [model], [train]")

@@ -1,12 +1,16 @@
-"""Cosine and Euclidean comparison of embeddings, each knowing its direction.
+"""Cosine, Euclidean and DTW comparison of embeddings, each knowing its direction.
 
-One class, one argument (``Distance("cosine")`` or ``Distance("euclidean")``),
-after pytorch-metric-learning's distances. Three views of a comparison:
+One class, one argument (``Distance("cosine")``, ``Distance("euclidean")``),
+after pytorch-metric-learning's distances. ``Distance("dtw", frame_dim=E)``
+compares embeddings that are frame sequences (the TDNN's ``frames``
+pooling: S frames of E values, flattened) by soft-DTW
+(:mod:`tdnn_siamese.softdtw`), smaller = closer. Three views of a comparison:
 
 - ``raw(a, b)``: the native value; cosine similarity (larger = closer) or
   Euclidean distance (smaller = closer). ``larger_is_closer`` says which.
-- ``rho(a, b)``: a distance, always >= 0 and smaller = closer; ``1 - cos``
-  for cosine. Contrastive losses take this.
+- ``rho(a, b)``: a distance, >= 0 and smaller = closer; ``1 - cos``
+  for cosine (soft-DTW's smoothing may take it below 0 by at most
+  ``DTW_GAMMA * ln 3``). Contrastive losses take this.
 - :func:`to_score`: the one boundary where a raw value becomes a *score*,
   higher = more genuine: ``cos`` for cosine, ``-d`` for Euclidean.
 """
@@ -18,8 +22,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-KINDS = ("cosine", "euclidean")
+from .softdtw import soft_dtw, soft_dtw_matrix
+
+KINDS = ("cosine", "euclidean", "dtw")
 _EPS = 1e-8
+DTW_GAMMA = 0.1  # soft-DTW smoothing, in training and in scoring alike
 
 
 @dataclass(frozen=True)
@@ -27,10 +34,23 @@ class Distance:
     """A way to compare two embeddings (row by row, or all against all)."""
 
     kind: str = "cosine"
+    frame_dim: int = 0  # "dtw": values per frame of the flattened frame sequences
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown distance {self.kind!r}; known: {', '.join(KINDS)}")
+        if (self.kind == "dtw") != (self.frame_dim > 0):
+            raise ValueError("distance 'dtw' needs frame_dim > 0 (and only it takes one)")
+
+    @classmethod
+    def for_encoder(cls, kind: str, frame_dim: int) -> "Distance":
+        """The distance ``kind`` for an encoder whose frames have ``frame_dim`` values (ignored but by "dtw")."""
+        return cls(kind, frame_dim if kind == "dtw" else 0)
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % self.frame_dim:
+            raise ValueError(f"embeddings of {x.shape[-1]} values are not frames of {self.frame_dim}")
+        return x.reshape(x.shape[0], -1, self.frame_dim)
 
     @property
     def larger_is_closer(self) -> bool:
@@ -40,12 +60,16 @@ class Distance:
         """Row-wise native value for (B, D) x (B, D) -> (B,)."""
         if self.kind == "cosine":
             return F.cosine_similarity(a, b, dim=-1, eps=_EPS)
+        if self.kind == "dtw":
+            return soft_dtw(self._frames(a), self._frames(b), DTW_GAMMA)
         return torch.linalg.vector_norm(a - b, dim=-1)  # its gradient at a == b is 0, not NaN
 
     def matrix(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """All-against-all native values for (N, D) x (M, D) -> (N, M)."""
         if self.kind == "cosine":
             return F.normalize(a, dim=-1, eps=_EPS) @ F.normalize(b, dim=-1, eps=_EPS).T
+        if self.kind == "dtw":
+            return soft_dtw_matrix(self._frames(a), self._frames(b), DTW_GAMMA)
         return torch.cdist(a, b)
 
     def rho(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

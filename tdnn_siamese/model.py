@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from .atomic import atomic_write_bytes
 from .config import ConfigError, StrictConfig
+from .distances import KINDS as DISTANCES
 from .features import FeatureConfig
 from .formats import InputError
 
@@ -87,7 +88,8 @@ class TDNNConfig(StrictConfig):
     padding: str  # "valid" or "same"
     activation: str  # "tanh" or "relu"
     norm: bool  # channel-wise layer norm after each convolution
-    pooling: str  # "mean" or "stats" (mean and std), masked over valid steps
+    pooling: str  # "mean" or "stats" (mean and std), masked over valid steps; "frames": the segments' means, kept as a sequence
+    #   of unit-length frames (so a frame-to-frame cost lies in [0, 4] and the DTW distance cannot grow by mere scale)
     embedding_dim: int  # 0: the pooled vector is the embedding
     segments: int = 1  # pool each of this many equal stretches of time separately (keeps coarse temporal order)
 
@@ -97,7 +99,7 @@ class TDNNConfig(StrictConfig):
             raise ConfigError("channels, kernels, strides and dilations must have the same, non-zero length")
         if min(self.channels + self.kernels + self.strides + self.dilations) < 1 or self.n_features < 1:
             raise ConfigError("sizes must be positive")
-        if self.padding not in ("valid", "same") or self.activation not in ("tanh", "relu") or self.pooling not in ("mean", "stats"):
+        if self.padding not in ("valid", "same") or self.activation not in ("tanh", "relu") or self.pooling not in ("mean", "stats", "frames"):
             raise ConfigError(f"padding/activation/pooling out of range: {self.padding}/{self.activation}/{self.pooling}")
         if self.padding == "same" and (any(s != 1 for s in self.strides) or any(k % 2 == 0 for k in self.kernels)):
             raise ConfigError("'same' padding needs stride 1 and odd kernels")
@@ -115,10 +117,20 @@ class TDNNConfig(StrictConfig):
 
     @property
     def output_dim(self) -> int:
+        if self.pooling == "frames":
+            return self.segments * self.frame_dim
         return self.embedding_dim or self.pooled_dim
 
     @property
+    def frame_dim(self) -> int:
+        """Values per frame of the ``frames`` pooling (its embedding is ``segments`` such frames, flattened)."""
+        return self.embedding_dim or self.channels[-1]
+
+    @property
     def pooled_dim(self) -> int:
+        """Width of the pooled vector the projection takes (of each frame, for ``frames``)."""
+        if self.pooling == "frames":
+            return self.channels[-1]
         return self.channels[-1] * (2 if self.pooling == "stats" else 1) * self.segments
 
     @property
@@ -201,6 +213,9 @@ class TDNN(nn.Module):
                 h = h * (torch.arange(h.shape[-1], device=x.device)[None, :] < lengths[:, None]).to(h.dtype)[:, None, :]
             h = self.act(norm(conv(h)))  # (B, C, T')
             lengths = self._out_lengths(lengths, i)
+        if self.cfg.pooling == "frames":  # (B, C, S) segment means -> S frames, each projected and unit-length: (B, S x frame_dim)
+            w = _segment_weights(lengths, h.shape[-1], self.cfg.segments).to(h.dtype)
+            return F.normalize(self.proj(torch.einsum("bct,bst->bsc", h, w)), dim=-1).flatten(1)
         if self.cfg.segments > 1:
             return self.proj(self._segment_pool(h, lengths))
         if padded:
@@ -320,6 +335,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(path, f"damaged model file: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
     if fcfg.n_features != cfg.n_features:
         raise CheckpointError(path, f"feature set has {fcfg.n_features} channels but the model expects {cfg.n_features}")
+    if ckpt.distance not in DISTANCES or (ckpt.distance == "dtw") != (cfg.pooling == "frames"):
+        raise CheckpointError(path, f"distance {ckpt.distance!r} does not fit the model's {cfg.pooling!r} pooling")
     return ckpt
 
 

@@ -66,7 +66,7 @@ from .model import PRESET_FEATURES, TDNN, CheckpointError, TDNNConfig, embed_all
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import fitting_k, sk_protocol
 from .signature import Signature
-from .verifier import MIN_REFERENCES, STRATEGIES, template_scores
+from .verifier import MIN_REFERENCES, STRATEGIES, template_scores, usable_strategies
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,12 @@ class RunConfig:
         """Sections that fit together: the model's input width and, for fixed-length input, its minimum length."""
         if self.model.n_features != self.features.n_features:
             raise ConfigError(f"model.n_features is {self.model.n_features} but feature set {self.features.feature_set!r} has {self.features.n_features}")
+        if (self.train.distance == "dtw") != (self.model.pooling == "frames"):
+            raise ConfigError("train.distance 'dtw' and model.pooling 'frames' go together: DTW compares frame sequences, "
+                              "and frames are compared by DTW")
+        if self.train.distance == "dtw" and self.train.loss == "template" and self.train.scoring not in usable_strategies("dtw"):
+            raise ConfigError(f"train.scoring {self.train.scoring!r} cannot score frame sequences; use one of "
+                              f"{', '.join(usable_strategies('dtw'))}")
         if self.features.n_steps is not None and self.features.n_steps < self.model.min_length:
             raise ConfigError(f"features.n_steps is {self.features.n_steps} but this encoder needs at least {self.model.min_length} steps "
                               "(fewer segments or more steps)")
@@ -285,8 +291,8 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
     k = fitting_k(val_table, cfg.train.val_k)
     proto = sk_protocol(val_table, k)
-    dist = Distance(cfg.train.distance)
-    usable = [s for s in STRATEGIES if MIN_REFERENCES[s] <= k]
+    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
+    usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]
     scores: dict[str, dict[str, list[float]]] = {s: {"genuine": [], "skilled": [], "random": []} for s in usable}
     for w, refs in proto.references.items():
         t = proto.trials[proto.trials.writer == w]
@@ -406,7 +412,7 @@ def train(
 
     prep = prepare(data, cfg, progress)
     tc = cfg.train
-    sampler, loss_fn = objective(prep, tc, data)
+    sampler, loss_fn = objective(prep, cfg, data)
 
     resuming = resume and state_path.exists()
     init_sha256 = ""
@@ -473,10 +479,11 @@ def train(
     return model_path
 
 
-def objective(prep: Prepared, tc: TrainConfig, data: str | os.PathLike = "the corpus") -> tuple[PairSampler | EpisodeSampler, Callable[..., torch.Tensor]]:
+def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the corpus") -> tuple[PairSampler | EpisodeSampler, Callable[..., torch.Tensor]]:
     """What an epoch draws from the training writers and the loss it minimises: pairs and a pair loss, or episodes and the template loss."""
+    tc = cfg.train
     train_table = prep.table.iloc[prep.train_rows].reset_index(drop=True)
-    dist = Distance(tc.distance)
+    dist = Distance.for_encoder(tc.distance, cfg.model.frame_dim)
     try:
         if tc.loss == "template":
             return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring]),

@@ -56,6 +56,12 @@ logger = logging.getLogger(__name__)
 
 STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm")
 MIN_REFERENCES = {"mean": 1, "nearest": 1, "centroid": 1, "gaussian": 2, "wnorm": 2}
+POSITIONAL = ("centroid", "gaussian")  # average embeddings value by value: meaningless for frame sequences compared by DTW
+
+
+def usable_strategies(distance: str) -> tuple[str, ...]:
+    """The strategies that can score embeddings compared by ``distance`` (DTW: not the positional ones)."""
+    return tuple(s for s in STRATEGIES if distance != "dtw" or s not in POSITIONAL)
 _EPS = 1e-6
 
 
@@ -77,12 +83,15 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     """
     if strategy not in STRATEGIES:
         raise VerifierError(f"unknown scoring strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if strategy not in usable_strategies(distance.kind):
+        raise VerifierError(f"scoring strategy {strategy!r} cannot score {distance.kind} comparisons; "
+                            f"usable: {', '.join(usable_strategies(distance.kind))}")
     k = refs.shape[0]
     if k < MIN_REFERENCES[strategy]:
         raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; the template has {k}")
-    if strategy in ("mean", "nearest"):
-        s = to_score(distance.matrix(queries, refs), distance)  # (Q, K)
-        return s.mean(dim=1) if strategy == "mean" else s.max(dim=1).values
+    if strategy in ("mean", "nearest", "wnorm"):
+        return matrix_scores(distance.matrix(queries, refs), distance.matrix(refs, refs) if strategy == "wnorm" else None,
+                             distance, strategy)
     if strategy == "centroid":
         c = (F.normalize(refs, dim=-1) if distance.kind == "cosine" else refs).mean(dim=0, keepdim=True)  # (1, D)
         return to_score(distance.matrix(queries, c), distance)[:, 0]
@@ -90,11 +99,25 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
         r, q = (F.normalize(refs, dim=-1), F.normalize(queries, dim=-1)) if distance.kind == "cosine" else (refs, queries)
         mu, var = r.mean(dim=0), r.var(dim=0, unbiased=True)  # (D,), (D,)
         var = 0.5 * var + 0.5 * var.mean() + _EPS
-        return -0.5 * (((q - mu) ** 2) / var + torch.log(2 * torch.pi * var)).mean(dim=1)
+    return -0.5 * (((q - mu) ** 2) / var + torch.log(2 * torch.pi * var)).mean(dim=1)
+
+
+def matrix_scores(cross: torch.Tensor, within: torch.Tensor | None, distance: Distance, strategy: str) -> torch.Tensor:
+    """Scores (Q,) of the strategies that read only comparisons (``mean``, ``nearest``, ``wnorm``).
+
+    ``cross``: native values (Q, K) of queries against references;
+    ``within``: (K, K) among the references (``wnorm`` only).
+    """
+    if strategy in ("mean", "nearest"):
+        s = to_score(cross, distance)  # (Q, K)
+        return s.mean(dim=1) if strategy == "mean" else s.max(dim=1).values
+    if strategy != "wnorm" or within is None:
+        raise VerifierError(f"strategy {strategy!r} is not scored from comparisons alone")
     # wnorm: distances (>= 0, smaller = closer) relative to the spread among the references
-    rho = lambda a, b: 1.0 - distance.matrix(a, b) if distance.kind == "cosine" else distance.matrix(a, b)  # noqa: E731
-    within = rho(refs, refs)[~torch.eye(k, dtype=torch.bool)].clamp_min(0).mean()
-    return -rho(queries, refs).clamp_min(0).mean(dim=1) / within.clamp_min(_EPS)
+    rho = (lambda m: 1.0 - m) if distance.kind == "cosine" else (lambda m: m)  # noqa: E731
+    k = within.shape[0]
+    spread = rho(within)[~torch.eye(k, dtype=torch.bool, device=within.device)].clamp_min(0).mean()
+    return -rho(cross).clamp_min(0).mean(dim=1) / spread.clamp_min(_EPS)
 
 
 # --------------------------------------------------------------------------- templates and decisions
@@ -210,9 +233,12 @@ class Verifier(Method):
                  calibration: dict[str, dict[str, list[float]]], source: str = "", provenance: dict | None = None):
         if strategy not in STRATEGIES:
             raise VerifierError(f"unknown scoring strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        if strategy not in usable_strategies(distance):
+            raise VerifierError(f"scoring strategy {strategy!r} cannot score a model compared by {distance} distance; "
+                                f"usable: {', '.join(usable_strategies(distance))}")
         self.encoder = encoder.eval()
         self.feature_config = feature_config
-        self.distance = Distance(distance)
+        self.distance = Distance.for_encoder(distance, encoder.cfg.frame_dim)
         self.strategy = strategy
         self.calibration = calibration
         self.source = source

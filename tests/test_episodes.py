@@ -98,3 +98,14 @@ def test_no_impostor_for_any_template_writer_is_refused():
     t = pd.DataFrame([("A", "genuine")] * 5 + [("B", "skilled")] * 3, columns=["writer", "label"])
     with pytest.raises(ValueError, match="impostors"):
         EpisodeSampler(t, min_refs=2)
+
+
+@pytest.mark.parametrize("strategy", ["mean", "nearest", "wnorm"])
+def test_dtw_episodes_score_in_one_batch_what_template_scores_gives(strategy):
+    """The batched soft-DTW path of the loss must equal scoring each episode with the verifier's template_scores."""
+    torch.manual_seed(0)
+    eps = [Episode(np.arange(3), np.arange(3, 5), np.arange(5, 9)), Episode(np.arange(4), np.arange(4, 5), np.arange(5, 7))]
+    emb = torch.randn(9 + 7, 6 * 3, dtype=torch.float64)
+    dist = Distance("dtw", frame_dim=3)
+    loss = template_ranking_loss(emb, eps, dist, strategy, scale=2.0)
+    assert loss.item() == pytest.approx(_manual(emb, eps, dist, strategy, 2.0), rel=1e-9)

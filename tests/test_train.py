@@ -4,11 +4,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from tdnn_siamese import atomic
+from tdnn_siamese import atomic, datasets
 from tdnn_siamese.cli import main
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.model import load_checkpoint
@@ -203,3 +204,33 @@ def test_resume_of_a_fine_tuned_run_needs_no_init_file_and_keeps_its_hash(tmp_pa
     init.unlink()
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "run"), "--resume"]) == 0
     assert load_checkpoint(tmp_path / "run" / "model.pt").provenance["init_sha256"] == full_hash
+
+
+DTW = ["--distance", "dtw", "--set", "model.pooling=frames", "--set", "model.segments=8", "--set", "train.scoring=mean"]
+
+
+def test_dtw_over_frames_trains_verifies_and_checks_its_settings(tmp_path, capsys):
+    """distance "dtw" with "frames" pooling: a model that learns, stores only the strategies DTW can score, and verifies."""
+    from tdnn_siamese.verifier import Verifier, VerifierError
+
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "d"), "--epochs", "2", *DTW, *SMALL]) == 0
+    m = pd.read_csv(tmp_path / "d" / "metrics.csv")
+    assert m["train_loss"].iloc[2] < m["train_loss"].iloc[1]
+    ck = load_checkpoint(tmp_path / "d" / "model.pt")
+    assert ck.distance == "dtw" and set(ck.calibration) == {"mean", "nearest", "wnorm"}
+    v = Verifier.from_checkpoint(tmp_path / "d" / "model.pt")
+    assert v.encoder.cfg.output_dim == 8 * 16  # 8 frames of 16
+    table = datasets.load(SAMPLE)
+    rows = table[table.writer == datasets.writers(table)[0]]
+    gen = [datasets.read_row(r) for r in rows[rows.label == "genuine"].sort_values("number").to_dict("records")]
+    t = v.enroll("w", gen[:5])
+    s = v.score_many(t, gen[5:7])
+    assert s.shape == (2,) and np.isfinite(s).all()
+    assert v.verify(t, gen[5]).score == pytest.approx(s[0], abs=1e-5)  # one at a time as in a batch
+    with pytest.raises(VerifierError, match="cannot score"):
+        Verifier.from_checkpoint(tmp_path / "d" / "model.pt", strategy="gaussian")
+    for sets, msg in ((["--distance", "dtw"], "go together"), (["--set", "model.pooling=frames"], "go together"),
+                      ([*DTW, "--set", "train.scoring=gaussian"], "cannot score frame sequences")):
+        capsys.readouterr()
+        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "bad"), *sets, *SMALL]) == 2
+        assert msg in capsys.readouterr().err

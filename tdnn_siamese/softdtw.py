@@ -1,0 +1,72 @@
+"""Dynamic time warping of learned frame sequences, differentiable (soft-DTW).
+
+The TDNN's ``frames`` pooling keeps a short sequence of per-frame vectors
+instead of one embedding; two signatures are then compared by aligning
+their frames with DTW, and the network is trained through the alignment
+(the design of DsDTW: Jiang, Lai, Huang et al., "DsDTW: Local Representation
+Learning with Deep Soft-DTW for Dynamic Signature Verification", IEEE TIFS
+2022; soft-DTW: Cuturi & Blondel, "Soft-DTW: a Differentiable Loss Function
+for Time-Series", ICML 2017).
+
+The cost of aligning frame ``a_i`` with ``b_j`` is their squared Euclidean
+distance; ``R[i, j] = cost(i, j) + softmin_gamma(R[i-1, j-1], R[i-1, j],
+R[i, j-1])`` with ``softmin_gamma(x) = -gamma log sum exp(-x / gamma)``
+(``gamma = 0``: the plain minimum, classic DTW). The distance is
+``R[N, M] / (N + M)``. The recursion runs over anti-diagonals, so a batch
+of pairs costs ``N + M - 1`` vectorised steps.
+
+>>> import torch
+>>> a = torch.tensor([[[0.0], [1.0], [2.0]]])
+>>> soft_dtw(a, torch.tensor([[[0.0], [1.0], [1.0], [2.0]]]), gamma=0.0).tolist()
+[0.0]
+>>> round(float(soft_dtw(a, a + 1.0, gamma=0.0)[0]), 4)  # 1-1 and 2-2 free, 0-1 and 2-3 cost 1 each: 2 / (3 + 3)
+0.3333
+"""
+
+from __future__ import annotations
+
+import torch
+
+_BIG = 1e10  # an unreachable cell; finite, so that softmin's gradient stays finite where no path leads
+
+
+def _softmin3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float) -> torch.Tensor:
+    if gamma == 0:
+        return torch.minimum(torch.minimum(a, b), c)
+    return -gamma * torch.logsumexp(torch.stack([a, b, c]) / -gamma, dim=0)
+
+
+def soft_dtw_cost(cost: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Soft-DTW value of cost matrices (P, N, M) -> (P,), not normalised."""
+    if cost.ndim != 3 or min(cost.shape[1:]) < 1:
+        raise ValueError(f"cost matrices must be (P, N, M) with N, M >= 1, got {tuple(cost.shape)}")
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    P, N, M = cost.shape
+    i = torch.arange(N + 1, device=cost.device)
+    big = cost.new_full((P, 1), _BIG)
+    prev2 = torch.cat([cost.new_zeros((P, 1)), cost.new_full((P, N), _BIG)], dim=1)  # diagonal 0: R[0, 0] = 0
+    prev1 = cost.new_full((P, N + 1), _BIG)  # diagonal 1: R[0, 1], R[1, 0]
+    for d in range(2, N + M + 1):
+        j = d - i
+        valid = (i >= 1) & (i <= N) & (j >= 1) & (j <= M)
+        c = cost[:, (i - 1).clamp(0, N - 1), (j - 1).clamp(0, M - 1)]  # (P, N + 1): cost(i, d - i)
+        diag = torch.cat([big, prev2[:, :-1]], dim=1)  # R[i-1, j-1]
+        up = torch.cat([big, prev1[:, :-1]], dim=1)  # R[i-1, j]
+        cur = torch.where(valid, c + _softmin3(diag, up, prev1, gamma), _BIG)  # prev1 itself is R[i, j-1]
+        prev2, prev1 = prev1, cur
+    return prev1[:, N]
+
+
+def soft_dtw(a: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Normalised soft-DTW distance of frame sequences row by row: (P, N, C) x (P, M, C) -> (P,)."""
+    cost = (a * a).sum(-1)[:, :, None] + (b * b).sum(-1)[:, None, :] - 2 * a @ b.transpose(1, 2)
+    return soft_dtw_cost(cost.clamp_min(0), gamma) / (a.shape[1] + b.shape[1])
+
+
+def soft_dtw_matrix(a: torch.Tensor, b: torch.Tensor, gamma: float, chunk: int = 4096) -> torch.Tensor:
+    """All-against-all normalised soft-DTW: (Na, N, C) x (Nb, M, C) -> (Na, Nb)."""
+    ia, ib = torch.meshgrid(torch.arange(len(a), device=a.device), torch.arange(len(b), device=b.device), indexing="ij")
+    ia, ib = ia.reshape(-1), ib.reshape(-1)
+    out = [soft_dtw(a[ia[s : s + chunk]], b[ib[s : s + chunk]], gamma) for s in range(0, len(ia), chunk)]
+    return (torch.cat(out) if out else a.new_zeros(0)).reshape(len(a), len(b))

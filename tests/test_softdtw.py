@@ -1,0 +1,114 @@
+"""Soft-DTW of frame sequences against a plain double loop, and the DTW distance/pooling/scoring built on it."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tdnn_siamese.distances import Distance
+from tdnn_siamese.model import TDNN, TDNNConfig, pad_batch
+from tdnn_siamese.softdtw import soft_dtw, soft_dtw_cost, soft_dtw_matrix
+
+
+def oracle(a: np.ndarray, b: np.ndarray, gamma: float) -> float:
+    """The recursion of Cuturi & Blondel (2017), cell by cell, normalised by N + M."""
+    n, m = len(a), len(b)
+    r = np.full((n + 1, m + 1), np.inf)
+    r[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            prev = np.array([r[i - 1, j - 1], r[i - 1, j], r[i, j - 1]])
+            if gamma == 0:
+                soft = prev.min()
+            else:
+                z = -prev / gamma
+                soft = -gamma * (z.max() + math.log(np.exp(z - z.max()).sum()))
+            r[i, j] = ((a[i - 1] - b[j - 1]) ** 2).sum() + soft
+    return r[n, m] / (n + m)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.1, 1.0])
+def test_matches_the_cell_by_cell_recursion(gamma):
+    rng = np.random.default_rng(0)
+    for n, m in ((1, 1), (1, 5), (7, 3), (12, 12), (9, 14)):
+        a, b = rng.normal(size=(n, 3)), rng.normal(size=(m, 3))
+        got = soft_dtw(torch.tensor(a)[None], torch.tensor(b)[None], gamma).item()
+        assert got == pytest.approx(oracle(a, b, gamma), rel=1e-9, abs=1e-12)
+
+
+def test_soft_dtw_lies_below_dtw_by_at_most_gamma_log3_per_step():
+    rng = np.random.default_rng(1)
+    a, b = torch.tensor(rng.normal(size=(1, 10, 2))), torch.tensor(rng.normal(size=(1, 13, 2)))
+    hard = soft_dtw(a, b, 0.0).item()
+    for g in (0.01, 0.1, 0.5):
+        s = soft_dtw(a, b, g).item()
+        assert hard - g * math.log(3) <= s <= hard + 1e-12
+    assert soft_dtw(a, b, 1e-4).item() == pytest.approx(hard, abs=1e-3)
+
+
+def test_warping_costs_nothing_and_the_gradient_is_right():
+    a = torch.tensor([[[0.0], [1.0], [2.0], [3.0]]])
+    stretched = torch.tensor([[[0.0], [0.0], [1.0], [2.0], [2.0], [2.0], [3.0]]])
+    assert soft_dtw(a, stretched, 0.0).item() == 0.0  # the same path, drawn at another speed
+    x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, q: soft_dtw(p, q, 0.3), (x, y))
+
+
+def test_matrix_is_every_pair_and_chunking_changes_nothing():
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 8, 4), torch.randn(3, 6, 4)
+    m = soft_dtw_matrix(a, b, 0.1)
+    want = torch.stack([torch.stack([soft_dtw(a[i : i + 1], b[j : j + 1], 0.1)[0] for j in range(3)]) for i in range(5)])
+    torch.testing.assert_close(m, want)
+    torch.testing.assert_close(soft_dtw_matrix(a, b, 0.1, chunk=4), m)
+    with pytest.raises(ValueError, match="gamma"):
+        soft_dtw_cost(torch.zeros(1, 2, 2), -1.0)
+    with pytest.raises(ValueError, match="cost matrices"):
+        soft_dtw_cost(torch.zeros(2, 2), 0.1)
+
+
+def test_dtw_distance_reads_flattened_frames():
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 6 * 5), torch.randn(3, 6 * 5)
+    d = Distance("dtw", frame_dim=5)
+    assert not d.larger_is_closer
+    torch.testing.assert_close(d.matrix(a, b), soft_dtw_matrix(a.reshape(4, 6, 5), b.reshape(3, 6, 5), 0.1))
+    torch.testing.assert_close(d.raw(a[:3], b), torch.diagonal(d.matrix(a[:3], b)))
+    with pytest.raises(ValueError, match="frame_dim"):
+        Distance("dtw")
+    with pytest.raises(ValueError, match="frame_dim"):
+        Distance("cosine", frame_dim=5)
+    with pytest.raises(ValueError, match="not frames of 7"):
+        Distance("dtw", frame_dim=7).matrix(a, b)
+    assert Distance.for_encoder("cosine", 5) == Distance("cosine")
+
+
+def test_frames_pooling_gives_unit_frames_free_of_padding():
+    torch.manual_seed(0)
+    cfg = TDNNConfig.from_preset("modern", 8, channels=(16, 16), kernels=(5, 3), strides=(1, 1), dilations=(1, 2),
+                                 pooling="frames", segments=6, embedding_dim=4)
+    enc = TDNN(cfg).eval()
+    assert cfg.output_dim == 24 and cfg.frame_dim == 4
+    seqs = [torch.randn(n, 8) for n in (90, 213, 40)]
+    alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
+    x, lengths = pad_batch(seqs)
+    x = x + (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None]) * 7.0  # garbage past the end
+    torch.testing.assert_close(enc(x, lengths), alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone.reshape(3, 6, 4).norm(dim=-1), torch.ones(3, 6))
+
+
+def test_a_model_file_whose_distance_does_not_fit_its_pooling_is_refused(tmp_path):
+    from tdnn_siamese.features import FeatureConfig
+    from tdnn_siamese.model import CheckpointError, load_checkpoint, save_checkpoint
+
+    nf = FeatureConfig().n_features
+    enc = TDNN(TDNNConfig.from_preset("modern", nf, pooling="frames", segments=4, embedding_dim=3))
+    kw = dict(threshold=0.0, scoring="mean", calibration={}, provenance={})
+    save_checkpoint(tmp_path / "ok.pt", enc, FeatureConfig(), distance="dtw", **kw)
+    assert load_checkpoint(tmp_path / "ok.pt").encoder.cfg.frame_dim == 3
+    for name, e, dist in (("a.pt", enc, "cosine"), ("b.pt", TDNN(TDNNConfig.from_preset("modern", nf)), "dtw")):
+        save_checkpoint(tmp_path / name, e, FeatureConfig(), distance=dist, **kw)
+        with pytest.raises(CheckpointError, match="does not fit"):
+            load_checkpoint(tmp_path / name)
