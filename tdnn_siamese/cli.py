@@ -538,7 +538,7 @@ def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley", "template"],
                    help="training loss: template (default: episodes scored like verification; see README, Training) or a pair loss")
     p.add_argument("--distance", choices=["cosine", "euclidean", "dtw"],
-                   help="embedding comparison (default: cosine; dtw: soft-DTW of frame sequences, needs --set model.pooling=frames)")
+                   help="comparison: dtw (soft-DTW of the frames of the default pooling) or, for an encoder that pools time away (--set model.pooling=stats|mean), cosine (its default) or euclidean")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--config", help="TOML or JSON config file with sections [features], [model], [train]")

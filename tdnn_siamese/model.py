@@ -69,8 +69,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bromley": dict(channels=(12, 16), kernels=(11, 10), strides=(3, 3), dilations=(1, 1), padding="valid",
                     activation="tanh", norm=False, pooling="mean", embedding_dim=0),
     "modern": dict(channels=(64, 64, 64, 64, 128), kernels=(5, 3, 3, 3, 1), strides=(1, 1, 1, 1, 1),
-                   dilations=(1, 2, 3, 4, 1), padding="same", activation="relu", norm=True, pooling="stats",
-                   embedding_dim=128, segments=8),
+                   dilations=(1, 2, 3, 4, 1), padding="same", activation="relu", norm=True, pooling="frames",
+                   embedding_dim=32, segments=32),
 }
 PRESET_FEATURES = {"bromley": "bromley", "modern": "kinematic"}  # the feature set each preset trains on by default
 

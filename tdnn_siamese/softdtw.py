@@ -44,16 +44,20 @@ def soft_dtw_cost(cost: torch.Tensor, gamma: float) -> torch.Tensor:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     P, N, M = cost.shape
     i = torch.arange(N + 1, device=cost.device)
+    d = torch.arange(2, N + M + 1, device=cost.device)[:, None]  # (D, 1): the anti-diagonals i + j = d
+    j = d - i  # (D, N + 1)
+    valid = (i >= 1) & (i <= N) & (j >= 1) & (j <= M)
+    flat = ((i - 1).clamp(0, N - 1) * M + (j - 1).clamp(0, M - 1)).reshape(-1)
+    skew = cost.reshape(P, N * M)[:, flat].reshape(P, -1, N + 1)  # (P, D, N + 1): cost(i, d - i), gathered once
+    skew = torch.where(valid, skew, _BIG)
     big = cost.new_full((P, 1), _BIG)
     prev2 = torch.cat([cost.new_zeros((P, 1)), cost.new_full((P, N), _BIG)], dim=1)  # diagonal 0: R[0, 0] = 0
     prev1 = cost.new_full((P, N + 1), _BIG)  # diagonal 1: R[0, 1], R[1, 0]
-    for d in range(2, N + M + 1):
-        j = d - i
-        valid = (i >= 1) & (i <= N) & (j >= 1) & (j <= M)
-        c = cost[:, (i - 1).clamp(0, N - 1), (j - 1).clamp(0, M - 1)]  # (P, N + 1): cost(i, d - i)
+    for t in range(skew.shape[1]):
         diag = torch.cat([big, prev2[:, :-1]], dim=1)  # R[i-1, j-1]
         up = torch.cat([big, prev1[:, :-1]], dim=1)  # R[i-1, j]
-        cur = torch.where(valid, c + _softmin3(diag, up, prev1, gamma), _BIG)  # prev1 itself is R[i, j-1]
+        cur = skew[:, t] + _softmin3(diag, up, prev1, gamma)  # prev1 itself is R[i, j-1]
+        cur = torch.where(valid[t], cur, _BIG)  # cells off the matrix stay unreachable
         prev2, prev1 = prev1, cur
     return prev1[:, N]
 

@@ -74,6 +74,11 @@ STATE_FORMAT = "tdnn-siamese-train-state"
 METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "strategy", "seconds", "best"]
 
 
+# TrainConfig's defaults suit the default encoder, whose "frames" are compared by DTW; an encoder that pools
+# time away into one embedding gets these instead (the defaults before DTW over frames, chosen the same way).
+POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gaussian", "rank_scale": 2.0}
+
+
 @dataclass(frozen=True)
 class TrainConfig(StrictConfig):
     """Optimisation and validation settings (the ``[train]`` section)."""
@@ -85,11 +90,11 @@ class TrainConfig(StrictConfig):
     weight_decay: float = 0.0
     loss: str = "template"  # "template": episodes scored like verification (tdnn_siamese.episodes); or a pair loss of tdnn_siamese.losses
     margin: float = 0.1
-    scoring: str = "gaussian"  # loss "template": the verifier strategy its episodes are scored with
-    rank_scale: float = 2.0  # loss "template": slope of the softplus ranking surrogate
+    scoring: str = "mean"  # loss "template": the verifier strategy its episodes are scored with
+    rank_scale: float = 10.0  # loss "template": slope of the softplus ranking surrogate
     episode_writers: int = 8  # loss "template": episodes (writers) per optimisation step
     global_weight: float = 0.0  # loss "template": weight of the ranking across the step's writers (global EER); 0: within writers only
-    distance: str = "cosine"
+    distance: str = "dtw"  # "dtw" for the "frames" pooling; with any other pooling RunConfig.from_sections defaults to "cosine"
     mix: tuple[float, ...] = BROMLEY_MIX
     val_fraction: float = 0.2
     val_k: int = 5
@@ -173,8 +178,9 @@ class RunConfig:
             raise ConfigError("model.n_features follows from the feature set; do not set it")
         features = FeatureConfig.from_dict({**FeatureConfig(feature_set=PRESET_FEATURES.get(preset, "bromley")).to_dict(),
                                             **sections.get("features", {})})
-        cfg = cls(features=features, model=TDNNConfig.from_preset(preset, features.n_features, **model),
-                  train=TrainConfig.from_dict(sections.get("train", {})))
+        model_cfg = TDNNConfig.from_preset(preset, features.n_features, **model)
+        train_defaults = {} if model_cfg.pooling == "frames" else POOLED_TRAIN_DEFAULTS
+        cfg = cls(features=features, model=model_cfg, train=TrainConfig.from_dict({**train_defaults, **sections.get("train", {})}))
         cfg.check()
         return cfg
 

@@ -66,6 +66,7 @@ def test_verify_against_reference_files_without_a_store(sample_model, tmp_path, 
     ("store and references", "give either --store S --writer W, or --references"),
     ("unreadable reference", "nothing enrolled for writer 'w2'"),
     ("bad strategy for one reference", "needs at least 2 references"),
+    ("positional strategy for frames", "cannot score a model compared by dtw distance"),
 ])
 def test_errors_are_one_line_and_exit_2(case, message, sample_model, tmp_path, capsys):
     store = tmp_path / "s.db"
@@ -78,7 +79,8 @@ def test_errors_are_one_line_and_exit_2(case, message, sample_model, tmp_path, c
         "no queries after references": ["verify", "--model", sample_model, "--references", *REFS],
         "store and references": ["verify", "--model", sample_model, "--store", store, "--writer", "w1", "--references", REFS[0], "--", GEN[0]],
         "unreadable reference": ["enroll", "--model", sample_model, "--store", store, "--writer", "w2", REFS[0], bad],
-        "bad strategy for one reference": ["verify", "--model", sample_model, "--strategy", "gaussian", "--references", REFS[0], "--", GEN[0]],
+        "bad strategy for one reference": ["verify", "--model", sample_model, "--strategy", "wnorm", "--references", REFS[0], "--", GEN[0]],
+        "positional strategy for frames": ["verify", "--model", sample_model, "--strategy", "gaussian", "--references", *REFS, "--", GEN[0]],
     }[case]
     rc, out, err = run(capsys, *args)
     assert rc == 2 and message in err and "Traceback" not in err

@@ -128,7 +128,7 @@ def test_gradient_check_on_a_tiny_model():
 
 def test_config_presets_and_strictness():
     assert set(PRESETS) == {"bromley", "modern"}
-    assert TDNNConfig.from_preset("modern", 13).output_dim == 128 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
+    assert TDNNConfig.from_preset("modern", 13).output_dim == 32 * 32 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
     with pytest.raises(ConfigError, match="unknown preset"):
         TDNNConfig.from_preset("resnet", 8)
     with pytest.raises(ConfigError, match="unknown TDNNConfig key"):
@@ -141,7 +141,7 @@ def test_config_presets_and_strictness():
 
 def _save(path, enc=None, **over):
     enc = enc or encoder()
-    kw = dict(distance="cosine", threshold=0.25, scoring="mean", calibration={"mean": {"genuine": [0.9], "skilled": [0.1]}},
+    kw = dict(distance="dtw" if enc.cfg.pooling == "frames" else "cosine", threshold=0.25, scoring="mean", calibration={"mean": {"genuine": [0.9], "skilled": [0.1]}},
               provenance={"seed": 0, "data_fingerprint": "abc"})
     save_checkpoint(path, enc, FeatureConfig(n_steps=None), **{**kw, **over})
     return enc
@@ -151,7 +151,7 @@ def test_checkpoint_round_trip_is_self_contained(tmp_path):
     enc = _save(tmp_path / "model.pt")
     ck = load_checkpoint(tmp_path / "model.pt")
     assert ck.encoder.cfg == enc.cfg and ck.feature_config == FeatureConfig(n_steps=None)
-    assert (ck.threshold, ck.distance, ck.scoring) == (0.25, "cosine", "mean")
+    assert (ck.threshold, ck.distance, ck.scoring) == (0.25, "dtw" if enc.cfg.pooling == "frames" else "cosine", "mean")
     assert ck.calibration == {"mean": {"genuine": [0.9], "skilled": [0.1]}} and ck.provenance["seed"] == 0
     x = torch.randn(2, 77, 8)
     torch.testing.assert_close(ck.encoder(x), enc(x))

@@ -108,7 +108,7 @@ def test_a_model_file_whose_distance_does_not_fit_its_pooling_is_refused(tmp_pat
     kw = dict(threshold=0.0, scoring="mean", calibration={}, provenance={})
     save_checkpoint(tmp_path / "ok.pt", enc, FeatureConfig(), distance="dtw", **kw)
     assert load_checkpoint(tmp_path / "ok.pt").encoder.cfg.frame_dim == 3
-    for name, e, dist in (("a.pt", enc, "cosine"), ("b.pt", TDNN(TDNNConfig.from_preset("modern", nf)), "dtw")):
+    for name, e, dist in (("a.pt", enc, "cosine"), ("b.pt", TDNN(TDNNConfig.from_preset("modern", nf, pooling="stats")), "dtw")):
         save_checkpoint(tmp_path / name, e, FeatureConfig(), distance=dist, **kw)
         with pytest.raises(CheckpointError, match="does not fit"):
             load_checkpoint(tmp_path / name)
