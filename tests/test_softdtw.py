@@ -112,3 +112,14 @@ def test_a_model_file_whose_distance_does_not_fit_its_pooling_is_refused(tmp_pat
         save_checkpoint(tmp_path / name, e, FeatureConfig(), distance=dist, **kw)
         with pytest.raises(CheckpointError, match="does not fit"):
             load_checkpoint(tmp_path / name)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.1])
+def test_scoring_path_and_training_path_agree(gamma):
+    """Without a gradient the recursion runs in NumPy (fast for a verification's few pairs); both give the same values."""
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 9, 4), torch.randn(6, 12, 4)
+    scoring = soft_dtw(a, b, gamma)
+    training = soft_dtw(a.clone().requires_grad_(True), b, gamma)
+    assert training.requires_grad and not scoring.requires_grad and scoring.dtype == torch.float32
+    torch.testing.assert_close(scoring, training.detach(), rtol=1e-5, atol=1e-6)
