@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     activation="tanh", norm=False, pooling="mean", embedding_dim=0),
     "modern": dict(channels=(64, 64, 64, 64, 128), kernels=(5, 3, 3, 3, 1), strides=(1, 1, 1, 1, 1),
                    dilations=(1, 2, 3, 4, 1), padding="same", activation="relu", norm=True, pooling="frames",
-                   embedding_dim=32, segments=32),
+                   embedding_dim=32, segments=64),
 }
 PRESET_FEATURES = {"bromley": "bromley", "modern": "kinematic"}  # the feature set each preset trains on by default
 

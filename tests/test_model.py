@@ -128,7 +128,7 @@ def test_gradient_check_on_a_tiny_model():
 
 def test_config_presets_and_strictness():
     assert set(PRESETS) == {"bromley", "modern"}
-    assert TDNNConfig.from_preset("modern", 13).output_dim == 32 * 32 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
+    assert TDNNConfig.from_preset("modern", 13).output_dim == 64 * 32 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
     with pytest.raises(ConfigError, match="unknown preset"):
         TDNNConfig.from_preset("resnet", 8)
     with pytest.raises(ConfigError, match="unknown TDNNConfig key"):
