@@ -71,7 +71,7 @@ def soft_dtw(a: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
     return soft_dtw_cost(cost.clamp_min(0), gamma) / (a.shape[1] + b.shape[1])
 
 
-def soft_dtw_matrix(a: torch.Tensor, b: torch.Tensor, gamma: float, chunk: int = 4096) -> torch.Tensor:
+def soft_dtw_matrix(a: torch.Tensor, b: torch.Tensor, gamma: float, chunk: int = 1024) -> torch.Tensor:
     """All-against-all normalised soft-DTW: (Na, N, C) x (Nb, M, C) -> (Na, Nb)."""
     ia, ib = torch.meshgrid(torch.arange(len(a), device=a.device), torch.arange(len(b), device=b.device), indexing="ij")
     ia, ib = ia.reshape(-1), ib.reshape(-1)
@@ -81,20 +81,23 @@ def soft_dtw_matrix(a: torch.Tensor, b: torch.Tensor, gamma: float, chunk: int =
 
 def _soft_dtw_numpy(cost: np.ndarray, gamma: float) -> np.ndarray:
     """The same recursion in NumPy, for scoring (no gradient): a NumPy call costs a fraction of a torch op's
-    overhead, and a verification's few small matrices are all overhead (5 x 32 x 32: about 4x faster)."""
+    overhead, and a verification's few small matrices are all overhead (5 x 64 x 64: 2.4 ms against 13 ms)."""
     P, N, M = cost.shape
     i = np.arange(N + 1)
-    big = np.full((P, 1), _BIG, cost.dtype)
-    prev2 = np.full((P, N + 1), _BIG, cost.dtype)
-    prev2[:, 0] = 0.0
-    prev1 = np.full((P, N + 1), _BIG, cost.dtype)
-    for d in range(2, N + M + 1):
-        j = d - i
-        valid = (i >= 1) & (i <= N) & (j >= 1) & (j <= M)
-        c = cost[:, (i - 1).clip(0, N - 1), (j - 1).clip(0, M - 1)]
-        a, b, r = np.concatenate([big, prev2[:, :-1]], 1), np.concatenate([big, prev1[:, :-1]], 1), prev1
+    j = np.arange(2, N + M + 1)[:, None] - i  # (D, N + 1)
+    valid = (i >= 1) & (i <= N) & (j >= 1) & (j <= M)
+    flat = ((i - 1).clip(0, N - 1) * M + (j - 1).clip(0, M - 1)).reshape(-1)
+    skew = np.where(valid, cost.reshape(P, N * M)[:, flat].reshape(P, -1, N + 1), _BIG)  # cost(i, d - i), gathered once
+    prev2 = np.full((P, N + 2), _BIG, cost.dtype)  # column 0 a sentinel: prev[:, :-1] shifted right is prev[:, 0:N + 1]
+    prev2[:, 1] = 0.0  # diagonal 0: R[0, 0] = 0
+    prev1 = np.full((P, N + 2), _BIG, cost.dtype)
+    for t in range(skew.shape[1]):
+        a, b, r = prev2[:, :-1], prev1[:, :-1], prev1[:, 1:]  # R[i-1, j-1], R[i-1, j], R[i, j-1]
         m = np.minimum(np.minimum(a, b), r)
         if gamma > 0:
             m = m - gamma * np.log(np.exp((m - a) / gamma) + np.exp((m - b) / gamma) + np.exp((m - r) / gamma))
-        prev2, prev1 = prev1, np.where(valid, c + m, _BIG)
-    return prev1[:, N]
+        cur = np.empty_like(prev1)
+        cur[:, 0] = _BIG
+        np.add(skew[:, t], m, out=cur[:, 1:])  # off the matrix skew is _BIG, so such cells stay >= about _BIG: unreachable
+        prev2, prev1 = prev1, cur
+    return prev1[:, N + 1]
