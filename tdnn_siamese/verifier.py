@@ -11,7 +11,7 @@ statistics are computed from them. Every score means *higher = more genuine*
 and the decision rule is always ``score >= threshold``.
 
 Scoring strategies (``STRATEGIES``), over the similarity ``s = to_score(distance)``
-(cosine similarity, or minus the Euclidean distance):
+(cosine similarity, or minus the Euclidean or DTW distance):
 
 - ``mean``: mean similarity of the query to the K references.
 - ``nearest``: similarity to the closest reference.
@@ -28,7 +28,9 @@ Scoring strategies (``STRATEGIES``), over the similarity ``s = to_score(distance
   references themselves, negated (1 = as far as the references are from
   each other; 0 = identical).
 
-``gaussian`` and ``wnorm`` need at least two references. A model file stores
+``gaussian`` and ``wnorm`` need at least two references. ``centroid`` and
+``gaussian`` average embeddings value by value, which ignores the alignment
+of frame sequences, so a DTW model (``usable_strategies``) refuses them. A model file stores
 validation scores for every strategy; its default strategy is the one with
 the lowest validation EER, and a threshold for any strategy or false-accept
 rate is calibrated on those stored scores (:meth:`Verifier.threshold`).
