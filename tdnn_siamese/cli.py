@@ -538,7 +538,7 @@ def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley", "template"],
                    help="training loss: template (default: episodes scored like verification; see README, Training) or a pair loss")
     p.add_argument("--distance", choices=["cosine", "euclidean", "dtw"],
-                   help="comparison: dtw (soft-DTW of the frames of the default pooling) or, for an encoder that pools time away (--set model.pooling=stats|mean), cosine (its default) or euclidean")
+                   help="comparison: dtw (soft-DTW of the frames of the default pooling) or, for an encoder that pools time away, cosine (its default) or euclidean (the previous default encoder: --set model.pooling=stats --set model.segments=8 --set model.embedding_dim=128)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: 40; early stopping on validation EER)")
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--config", help="TOML or JSON config file with sections [features], [model], [train]")

@@ -9,8 +9,8 @@ pooling: S frames of E values, flattened) by soft-DTW
 - ``raw(a, b)``: the native value; cosine similarity (larger = closer) or
   Euclidean distance (smaller = closer). ``larger_is_closer`` says which.
 - ``rho(a, b)``: a distance, >= 0 and smaller = closer; ``1 - cos``
-  for cosine (soft-DTW's smoothing may take it below 0 by at most
-  ``DTW_GAMMA * ln 3``). Contrastive losses take this.
+  for cosine; soft-DTW clamped at 0 (its smoothing may take it below 0 by
+  at most ``DTW_GAMMA * ln 3``). Contrastive losses take this.
 - :func:`to_score`: the one boundary where a raw value becomes a *score*,
   higher = more genuine: ``cos`` for cosine, ``-d`` for Euclidean.
 """
@@ -75,6 +75,8 @@ class Distance:
     def rho(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row-wise distance >= 0, smaller = closer."""
         r = self.raw(a, b)
+        if self.kind == "dtw":  # soft-DTW can dip below 0; a contrastive loss would then push a genuine pair apart towards 0
+            return r.clamp_min(0)
         return 1.0 - r if self.kind == "cosine" else r
 
 

@@ -336,7 +336,8 @@ def check_lengths(feats: Sequence[np.ndarray], sigs: Sequence[Signature], min_st
     for f, sig in zip(feats, sigs):
         if len(f) < min_steps:
             raise FeatureError(f"{sig.source or 'signature'}: {len(f)} time steps; the model needs at least {min_steps} "
-                               "(a longer recording, or a model trained on a fixed number of steps)")
+                               "(a longer recording, or a model trained on a fixed number of steps or with fewer model.segments: "
+                               "the encoder needs a step per segment)")
 
 
 def extract(sig: Signature, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:

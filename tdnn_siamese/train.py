@@ -116,7 +116,8 @@ class TrainConfig(StrictConfig):
         if self.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {self.distance!r}; known: {', '.join(DISTANCES)}")
         if self.loss == "bromley" and self.distance != "cosine":
-            raise ConfigError("loss 'bromley' needs distance 'cosine'")
+            raise ConfigError("loss 'bromley' needs distance 'cosine' (and so an encoder that pools time away, e.g. "
+                              "--preset bromley or --set model.pooling=stats)")
         if min(self.epochs, self.pairs_per_epoch, self.batch_size, self.val_k, self.patience) < 1:
             raise ConfigError("epochs, pairs_per_epoch, batch_size, val_k and patience must be positive")
         if not 0 <= self.augment <= 3:
@@ -158,7 +159,8 @@ class RunConfig:
             raise ConfigError(f"model.n_features is {self.model.n_features} but feature set {self.features.feature_set!r} has {self.features.n_features}")
         if (self.train.distance == "dtw") != (self.model.pooling == "frames"):
             raise ConfigError("train.distance 'dtw' and model.pooling 'frames' go together: DTW compares frame sequences, "
-                              "and frames are compared by DTW")
+                              "and frames are compared by DTW; for cosine or euclidean pool time away (--set model.pooling=stats; "
+                              "the previous default encoder also had --set model.segments=8 --set model.embedding_dim=128)")
         if self.train.distance == "dtw" and self.train.loss == "template" and self.train.scoring not in usable_strategies("dtw"):
             raise ConfigError(f"train.scoring {self.train.scoring!r} cannot score frame sequences; use one of "
                               f"{', '.join(usable_strategies('dtw'))}")

@@ -33,8 +33,11 @@ def test_matches_the_cell_by_cell_recursion(gamma):
     rng = np.random.default_rng(0)
     for n, m in ((1, 1), (1, 5), (7, 3), (12, 12), (9, 14)):
         a, b = rng.normal(size=(n, 3)), rng.normal(size=(m, 3))
-        got = soft_dtw(torch.tensor(a)[None], torch.tensor(b)[None], gamma).item()
-        assert got == pytest.approx(oracle(a, b, gamma), rel=1e-9, abs=1e-12)
+        want = oracle(a, b, gamma)
+        got = soft_dtw(torch.tensor(a)[None], torch.tensor(b)[None], gamma).item()  # the scoring (NumPy) path
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+        trained = soft_dtw(torch.tensor(a, requires_grad=True)[None], torch.tensor(b)[None], gamma)  # the autograd path
+        assert trained.item() == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
 def test_soft_dtw_lies_below_dtw_by_at_most_gamma_log3_per_step():
@@ -76,6 +79,9 @@ def test_dtw_distance_reads_flattened_frames():
     assert not d.larger_is_closer
     torch.testing.assert_close(d.matrix(a, b), soft_dtw_matrix(a.reshape(4, 6, 5), b.reshape(3, 6, 5), 0.1))
     torch.testing.assert_close(d.raw(a[:3], b), torch.diagonal(d.matrix(a[:3], b)))
+    torch.testing.assert_close(d.rho(a[:3], b), d.raw(a[:3], b).clamp_min(0))
+    flat = torch.zeros(1, 6 * 5)  # every alignment of equal frames costs 0, so their soft-minimum lies below 0
+    assert d.raw(flat, flat).item() < 0 and d.rho(flat, flat).item() == 0  # clamped: no loss pushes them apart
     with pytest.raises(ValueError, match="frame_dim"):
         Distance("dtw")
     with pytest.raises(ValueError, match="frame_dim"):
