@@ -66,7 +66,7 @@ from .model import PRESET_FEATURES, TDNN, CheckpointError, TDNNConfig, embed_all
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import fitting_k, sk_protocol
 from .signature import Signature
-from .verifier import MIN_REFERENCES, STRATEGIES, template_scores, usable_strategies
+from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, STRATEGIES, matrix_scores, template_scores, usable_strategies
 
 logger = logging.getLogger(__name__)
 
@@ -305,8 +305,12 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     for w, refs in proto.references.items():
         t = proto.trials[proto.trials.writer == w]
         queries = emb[t["query"].tolist()]
+        cross = dist.matrix(queries, emb[refs])  # once for every strategy that reads comparisons only (a DTW each)
+        within = dist.matrix(emb[refs], emb[refs]) if "wnorm" in usable else None
         for strategy in usable:
-            for kind, v in zip(t["kind"], template_scores(emb[refs], queries, dist, strategy).tolist()):
+            s = (matrix_scores(cross, within, dist, strategy) if strategy in MATRIX_STRATEGIES
+                 else template_scores(emb[refs], queries, dist, strategy))
+            for kind, v in zip(t["kind"], s.tolist()):
                 scores[strategy][kind].append(v)
     if not scores["mean"]["genuine"]:
         raise ConfigError("validation writers have no genuine trials; they need more than val_k genuine signatures")

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm")
 MIN_REFERENCES = {"mean": 1, "nearest": 1, "centroid": 1, "gaussian": 2, "wnorm": 2}
+MATRIX_STRATEGIES = ("mean", "nearest", "wnorm")  # read only the comparisons of queries with references (and among them)
 POSITIONAL = ("centroid", "gaussian")  # average embeddings value by value: meaningless for frame sequences compared by DTW
 
 
@@ -91,7 +92,7 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     k = refs.shape[0]
     if k < MIN_REFERENCES[strategy]:
         raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; the template has {k}")
-    if strategy in ("mean", "nearest", "wnorm"):
+    if strategy in MATRIX_STRATEGIES:
         return matrix_scores(distance.matrix(queries, refs), distance.matrix(refs, refs) if strategy == "wnorm" else None,
                              distance, strategy)
     if strategy == "centroid":
