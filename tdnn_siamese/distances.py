@@ -47,10 +47,13 @@ class Distance:
         """The distance ``kind`` for an encoder whose frames have ``frame_dim`` values (ignored but by "dtw")."""
         return cls(kind, frame_dim if kind == "dtw" else 0)
 
-    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+    def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, S, frame_dim) frames and each row's own count where some are zero padding (else None)."""
         if x.shape[-1] % self.frame_dim:
             raise ValueError(f"embeddings of {x.shape[-1]} values are not frames of {self.frame_dim}")
-        return x.reshape(x.shape[0], -1, self.frame_dim)
+        f = x.reshape(x.shape[0], -1, self.frame_dim)
+        counts = frame_lengths(f)
+        return f, (counts if bool((counts < f.shape[1]).any()) else None)
 
     @property
     def larger_is_closer(self) -> bool:
@@ -61,7 +64,8 @@ class Distance:
         if self.kind == "cosine":
             return F.cosine_similarity(a, b, dim=-1, eps=_EPS)
         if self.kind == "dtw":
-            return soft_dtw(self._frames(a), self._frames(b), DTW_GAMMA)
+            (fa, la), (fb, lb) = self._frames(a), self._frames(b)
+            return soft_dtw(fa, fb, DTW_GAMMA, la, lb)
         return torch.linalg.vector_norm(a - b, dim=-1)  # its gradient at a == b is 0, not NaN
 
     def matrix(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -69,7 +73,8 @@ class Distance:
         if self.kind == "cosine":
             return F.normalize(a, dim=-1, eps=_EPS) @ F.normalize(b, dim=-1, eps=_EPS).T
         if self.kind == "dtw":
-            return soft_dtw_matrix(self._frames(a), self._frames(b), DTW_GAMMA)
+            (fa, la), (fb, lb) = self._frames(a), self._frames(b)
+            return soft_dtw_matrix(fa, fb, DTW_GAMMA, la=la, lb=lb)
         return torch.cdist(a, b)
 
     def rho(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,6 +83,12 @@ class Distance:
         if self.kind == "dtw":  # soft-DTW can dip below 0; a contrastive loss would then push a genuine pair apart towards 0
             return r.clamp_min(0)
         return 1.0 - r if self.kind == "cosine" else r
+
+
+def frame_lengths(frames: torch.Tensor) -> torch.Tensor:
+    """Frames in use of each sequence (B, S, E) -> (B,): frames are unit vectors, padding frames are zero, and
+    the frames in use come first (the TDNN's ``frames`` pooling with ``frame_steps``)."""
+    return (frames.detach().abs().sum(-1) > 0).sum(-1).clamp_min(1).cpu()
 
 
 def to_score(raw: torch.Tensor, distance: Distance) -> torch.Tensor:

@@ -72,6 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                    dilations=(1, 2, 3, 4, 1), padding="same", activation="relu", norm=True, pooling="frames",
                    embedding_dim=32, segments=64),
 }
+MAX_FRAMES = 512  # the most frames (``segments``) of a rate-based ``frames`` pooling
 PRESET_FEATURES = {"bromley": "bromley", "modern": "kinematic"}  # the feature set each preset trains on by default
 
 
@@ -91,7 +92,10 @@ class TDNNConfig(StrictConfig):
     pooling: str  # "mean" or "stats" (mean and std), masked over valid steps; "frames": the segments' means, kept as a sequence
     #   of unit-length frames (so a frame-to-frame cost lies in [0, 4] and the DTW distance cannot grow by mere scale)
     embedding_dim: int  # 0: the pooled vector is the embedding
-    segments: int = 1  # pool each of this many equal stretches of time separately (keeps coarse temporal order)
+    segments: int = 1  # pool each of this many equal stretches of time separately (keeps coarse temporal order);
+    #   with frame_steps > 0, the most frames a signature may have
+    frame_steps: int = 0  # "frames" only: 0 = every signature gives ``segments`` frames (its duration normalised away);
+    #   k > 0 = one frame per k encoder steps (a longer signature has more frames; zero frames pad the embedding)
 
     def validate(self) -> None:
         n = len(self.channels)
@@ -105,8 +109,13 @@ class TDNNConfig(StrictConfig):
             raise ConfigError("'same' padding needs stride 1 and odd kernels")
         if self.embedding_dim < 0:
             raise ConfigError("embedding_dim must be >= 0")
-        if not isinstance(self.segments, int) or isinstance(self.segments, bool) or not 1 <= self.segments <= 64:
-            raise ConfigError(f"segments must be an integer from 1 to 64, got {self.segments!r}")
+        top = MAX_FRAMES if self.frame_steps else 64
+        if not isinstance(self.segments, int) or isinstance(self.segments, bool) or not 1 <= self.segments <= top:
+            raise ConfigError(f"segments must be an integer from 1 to {top}, got {self.segments!r}")
+        if not isinstance(self.frame_steps, int) or isinstance(self.frame_steps, bool) or self.frame_steps < 0:
+            raise ConfigError(f"frame_steps must be an integer >= 0, got {self.frame_steps!r}")
+        if self.frame_steps and self.pooling != "frames":
+            raise ConfigError(f"frame_steps is a setting of the 'frames' pooling, not of {self.pooling!r}")
 
     @classmethod
     def from_preset(cls, preset: str, n_features: int, **overrides: Any) -> "TDNNConfig":
@@ -136,9 +145,9 @@ class TDNNConfig(StrictConfig):
     @property
     def min_length(self) -> int:
         """Shortest input (steps) that leaves at least one output step."""
+        n = 1 if self.frame_steps else self.segments
         if self.padding == "same":
-            return self.segments
-        n = self.segments
+            return n
         for k, s, d in reversed(list(zip(self.kernels, self.strides, self.dilations))):
             n = (n - 1) * s + d * (k - 1) + 1
         return n
@@ -214,8 +223,13 @@ class TDNN(nn.Module):
             h = self.act(norm(conv(h)))  # (B, C, T')
             lengths = self._out_lengths(lengths, i)
         if self.cfg.pooling == "frames":  # (B, C, S) segment means -> S frames, each projected and unit-length: (B, S x frame_dim)
-            w = _segment_weights(lengths, h.shape[-1], self.cfg.segments).to(h.dtype)
-            return F.normalize(self.proj(torch.einsum("bct,bst->bsc", h, w)), dim=-1).flatten(1)
+            S = self.cfg.segments
+            counts = frame_counts(lengths, S, self.cfg.frame_steps)
+            w = _segment_weights(lengths, h.shape[-1], S, counts).to(h.dtype)
+            frames = F.normalize(self.proj(torch.einsum("bct,bst->bsc", h, w)), dim=-1)
+            if self.cfg.frame_steps:  # frames past a signature's own count are zero: DTW reads its length from them
+                frames = frames * (torch.arange(S, device=x.device)[None, :] < counts[:, None]).to(h.dtype)[..., None]
+            return frames.flatten(1)
         if self.cfg.segments > 1:
             return self.proj(self._segment_pool(h, lengths))
         if padded:
@@ -230,11 +244,19 @@ class TDNN(nn.Module):
         return self.proj(pooled)  # (B, D)
 
 
-def _segment_weights(lengths: torch.Tensor, T: int, S: int) -> torch.Tensor:
-    """(B, S, T) averaging weights: step t < L of a sequence belongs to segment floor(t S / L)."""
+def frame_counts(lengths: torch.Tensor, S: int, frame_steps: int) -> torch.Tensor:
+    """Frames of each sequence (B,): ``S``, or with ``frame_steps = k`` ceil(L / k) capped at ``S``."""
+    if not frame_steps:
+        return torch.full_like(lengths, S)
+    return torch.div(lengths + frame_steps - 1, frame_steps, rounding_mode="floor").clamp(1, S)
+
+
+def _segment_weights(lengths: torch.Tensor, T: int, S: int, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S, T) averaging weights: step t < L of a sequence belongs to segment floor(t n / L), n = its count (default S)."""
     t = torch.arange(T, device=lengths.device)[None, :]
     L = lengths[:, None]
-    seg = torch.div(t * S, L.clamp_min(1), rounding_mode="floor")  # (B, T)
+    n = counts[:, None] if counts is not None else S
+    seg = torch.div(t * n, L.clamp_min(1), rounding_mode="floor")  # (B, T)
     member = (seg[:, None, :] == torch.arange(S, device=lengths.device)[None, :, None]) & (t < L)[:, None, :]  # (B, S, T)
     w = member.float()
     return w / w.sum(-1, keepdim=True).clamp_min(1.0)
@@ -354,6 +376,18 @@ def pad_batch(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad sequences (T_i, F) into (B, T_max, F) with their lengths (B,)."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     return nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
+
+
+def embed_batch(encoder: "TDNN", seqs: list[torch.Tensor], group: int = 32) -> torch.Tensor:
+    """Embeddings (N, D) of sequences of mixed lengths, with gradients: run in groups of similar length, so a
+    short signature is not padded to the batch's longest (that padding made variable-length training 2-3x slower)."""
+    if len({len(s) for s in seqs}) == 1:
+        return encoder(torch.stack(seqs), None)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    parts = [encoder(*pad_batch([seqs[i] for i in order[s : s + group]])) for s in range(0, len(order), group)]
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return torch.cat(parts)[inverse]
 
 
 ACTIVATION_BUDGET = 1 << 20  # floats in the widest layer's activations per forward pass (4 MB)

@@ -62,7 +62,7 @@ from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
-from .model import PRESET_FEATURES, TDNN, CheckpointError, TDNNConfig, embed_all, load_checkpoint, pad_batch, save_checkpoint
+from .model import PRESET_FEATURES, TDNN, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import fitting_k, sk_protocol
 from .signature import Signature
@@ -563,7 +563,7 @@ def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optim
     for si, (eps, r) in enumerate(zip(steps, rows)):
         batch = seqs[start : start + len(r)]
         start += len(r)
-        emb = encoder(torch.stack(batch), None) if prep.fixed_length else encoder(*pad_batch(batch))
+        emb = embed_batch(encoder, batch)
         loss = loss_fn(emb, eps)
         _step(encoder, averaged, opt, loss, tc.ema)
         total += loss.item()

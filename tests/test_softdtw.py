@@ -80,7 +80,7 @@ def test_dtw_distance_reads_flattened_frames():
     torch.testing.assert_close(d.matrix(a, b), soft_dtw_matrix(a.reshape(4, 6, 5), b.reshape(3, 6, 5), 0.1))
     torch.testing.assert_close(d.raw(a[:3], b), torch.diagonal(d.matrix(a[:3], b)))
     torch.testing.assert_close(d.rho(a[:3], b), d.raw(a[:3], b).clamp_min(0))
-    flat = torch.zeros(1, 6 * 5)  # every alignment of equal frames costs 0, so their soft-minimum lies below 0
+    flat = torch.ones(1, 6 * 5)  # every alignment of equal frames costs 0, so their soft-minimum lies below 0
     assert d.raw(flat, flat).item() < 0 and d.rho(flat, flat).item() == 0  # clamped: no loss pushes them apart
     with pytest.raises(ValueError, match="frame_dim"):
         Distance("dtw")
@@ -129,3 +129,77 @@ def test_scoring_path_and_training_path_agree(gamma):
     training = soft_dtw(a.clone().requires_grad_(True), b, gamma)
     assert training.requires_grad and not scoring.requires_grad and scoring.dtype == torch.float32
     torch.testing.assert_close(scoring, training.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.1])
+def test_padded_pairs_with_their_lengths_equal_the_unpadded_pairs(gamma):
+    """R[n, m] of a padded matrix is the unpadded value: padding lies below and right of it, out of every path."""
+    rng = np.random.default_rng(1)
+    lengths_a, lengths_b = [1, 4, 9, 6], [7, 2, 9, 1]
+    a = [rng.normal(size=(n, 3)) for n in lengths_a]
+    b = [rng.normal(size=(m, 3)) for m in lengths_b]
+    pa, pb = np.full((4, 9, 3), 5.0), np.full((4, 9, 3), -5.0)  # padding far from everything: it would show if it leaked
+    for i in range(4):
+        pa[i, : lengths_a[i]], pb[i, : lengths_b[i]] = a[i], b[i]
+    want = [oracle(x, y, gamma) for x, y in zip(a, b)]
+    la, lb = torch.tensor(lengths_a), torch.tensor(lengths_b)
+    scored = soft_dtw(torch.tensor(pa), torch.tensor(pb), gamma, la, lb)
+    grad_a = torch.tensor(pa, requires_grad=True)
+    trained = soft_dtw(grad_a, torch.tensor(pb), gamma, la, lb)
+    np.testing.assert_allclose(scored.numpy(), want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(trained.detach().numpy(), want, rtol=1e-9, atol=1e-12)
+    trained.sum().backward()
+    for i, n in enumerate(lengths_a):
+        assert torch.all(grad_a.grad[i, n:] == 0)  # no gradient reaches the padding
+    assert torch.isfinite(grad_a.grad).all() and grad_a.grad.abs().sum() > 0
+
+
+def test_rate_frames_grow_with_duration_and_dtw_reads_their_number():
+    torch.manual_seed(0)
+    cfg = TDNNConfig.from_preset("modern", 8, channels=(16, 16), kernels=(5, 3), strides=(1, 1), dilations=(1, 2),
+                                 pooling="frames", segments=20, frame_steps=4, embedding_dim=4)
+    assert cfg.min_length == 1 and cfg.output_dim == 80
+    enc = TDNN(cfg).eval()
+    seqs = [torch.randn(n, 8) for n in (3, 41, 200)]  # 1, 11 and 50 -> capped at 20 frames
+    with torch.no_grad():
+        alone = torch.cat([enc(s[None]) for s in seqs])
+        x, lengths = pad_batch(seqs)
+        torch.testing.assert_close(enc(x, lengths), alone, rtol=1e-5, atol=1e-5)
+    norms = alone.reshape(3, 20, 4).norm(dim=-1)
+    assert [int((n > 0.5).sum()) for n in norms] == [1, 11, 20]
+    assert torch.all(((norms - 1).abs() < 1e-5) | (norms == 0))
+    d = Distance.for_encoder("dtw", 4)
+    frames = alone.reshape(3, 20, 4)
+    want = torch.stack([soft_dtw(frames[i : i + 1, :n], frames[j : j + 1, :m], 0.1)[0]
+                        for i, n in enumerate((1, 11, 20)) for j, m in enumerate((1, 11, 20))]).reshape(3, 3)
+    torch.testing.assert_close(d.matrix(alone, alone), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(d.raw(alone, alone.flip(0)), want.flip(1).diagonal(), rtol=1e-5, atol=1e-6)
+
+
+def test_frame_steps_needs_the_frames_pooling_and_sane_values():
+    from tdnn_siamese.config import ConfigError
+
+    for bad in (dict(pooling="stats", frame_steps=4), dict(pooling="frames", frame_steps=-1),
+                dict(pooling="frames", frame_steps=4, segments=513), dict(pooling="frames", segments=65)):
+        with pytest.raises(ConfigError):
+            TDNNConfig.from_preset("modern", 5, **bad)
+    assert TDNNConfig.from_preset("modern", 5, frame_steps=4, segments=512).output_dim == 512 * 32
+
+
+@pytest.mark.parametrize("gamma", [0.1, 1.0])
+def test_analytic_gradient_matches_autograd_through_the_recursion(gamma):
+    """Training takes Cuturi & Blondel's backward recursion (NumPy); it must equal autograd through the loop,
+    padded pairs included, and pass a finite-difference check."""
+    from tdnn_siamese.softdtw import _soft_dtw_torch, _SoftDTWFunction
+
+    torch.manual_seed(3)
+    cost = torch.rand(6, 7, 9, dtype=torch.float64) * 2
+    n, m = torch.tensor([7, 1, 4, 7, 2, 5]), torch.tensor([9, 9, 3, 1, 2, 6])
+    w = torch.rand(6, dtype=torch.float64)  # a weighted sum: each pair's gradient scaled by its own output gradient
+    fast = cost.clone().requires_grad_(True)
+    (soft_dtw_cost(fast, gamma, n, m) * w).sum().backward()
+    ref = cost.clone().requires_grad_(True)
+    (_soft_dtw_torch(ref, gamma, (n, m)) * w).sum().backward()
+    torch.testing.assert_close(fast.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    assert all(torch.all(fast.grad[p, n[p]:] == 0) and torch.all(fast.grad[p, :, m[p]:] == 0) for p in range(6))
+    assert torch.autograd.gradcheck(lambda c: _SoftDTWFunction.apply(c, gamma, n, m), (cost.clone().requires_grad_(True),))
