@@ -232,3 +232,20 @@ def test_one_long_sequence_does_not_shrink_every_batch(monkeypatch):
     torch.testing.assert_close(out[-1:], real(seqs[-1][None]), rtol=1e-5, atol=1e-5)
     width = max(enc.cfg.channels)
     assert calls[0] == ACTIVATION_BUDGET // (200 * width) and len(calls) <= 4  # 40 + 40 + the long one alone
+
+
+def test_training_embeds_mixed_lengths_in_groups_and_keeps_their_order_and_gradients():
+    from tdnn_siamese.model import embed_batch
+
+    enc = encoder(pooling="frames", segments=16, frame_steps=8, embedding_dim=4).train()
+    seqs = [torch.randn(n, 8) for n in (90, 13, 213, 40, 150, 41, 7)]
+    grouped = embed_batch(enc, seqs, group=3)  # sorted by length into groups of 3: 7,13,40 | 41,90,150 | 213
+    alone = torch.cat([enc(s[None]) for s in seqs])
+    torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=1e-5)
+    w = torch.randn_like(grouped)
+    g1 = torch.autograd.grad((grouped * w).sum(), list(enc.parameters()))
+    g2 = torch.autograd.grad((alone * w).sum(), list(enc.parameters()))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    same = [torch.randn(50, 8) for _ in range(3)]
+    torch.testing.assert_close(embed_batch(enc, same), enc(torch.stack(same)), rtol=1e-5, atol=1e-6)
