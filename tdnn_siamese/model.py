@@ -70,10 +70,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                     activation="tanh", norm=False, pooling="mean", embedding_dim=0),
     "modern": dict(channels=(64, 64, 64, 64, 128), kernels=(5, 3, 3, 3, 1), strides=(1, 1, 1, 1, 1),
                    dilations=(1, 2, 3, 4, 1), padding="same", activation="relu", norm=True, pooling="frames",
-                   embedding_dim=32, segments=64),
+                   embedding_dim=32, segments=256, frame_steps=4),
 }
+# A preset whose default keeps frames, asked to pool time away instead (``pooling=stats|mean``), takes these
+# unless they are given: the single-vector encoder that was the default before frames (README, "Ablation").
+POOLED_MODEL_DEFAULTS: dict[str, Any] = {"frame_steps": 0, "segments": 8, "embedding_dim": 128}
 MAX_FRAMES = 512  # the most frames (``segments``) of a rate-based ``frames`` pooling
 PRESET_FEATURES = {"bromley": "bromley", "modern": "kinematic"}  # the feature set each preset trains on by default
+PRESET_STEPS = {"bromley": 200, "modern": None}  # and its input length: Bromley's 200 steps, or 100 Hz (variable length)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,10 @@ class TDNNConfig(StrictConfig):
         """A preset's architecture for ``n_features`` input channels, with ``overrides``."""
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        return cls.from_dict({**PRESETS[preset], "preset": preset, "n_features": n_features, **overrides})
+        base = dict(PRESETS[preset])
+        if base["pooling"] == "frames" and overrides.get("pooling", "frames") != "frames":
+            base.update(POOLED_MODEL_DEFAULTS)
+        return cls.from_dict({**base, "preset": preset, "n_features": n_features, **overrides})
 
     @property
     def output_dim(self) -> int:

@@ -132,7 +132,10 @@ def test_gradient_check_on_a_tiny_model():
 
 def test_config_presets_and_strictness():
     assert set(PRESETS) == {"bromley", "modern"}
-    assert TDNNConfig.from_preset("modern", 13).output_dim == 64 * 32 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
+    assert TDNNConfig.from_preset("modern", 13).output_dim == 256 * 32 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
+    pooled = TDNNConfig.from_preset("modern", 5, pooling="stats")  # pooling time away: the single-vector defaults
+    assert (pooled.frame_steps, pooled.segments, pooled.output_dim) == (0, 8, 128)
+    assert TDNNConfig.from_preset("modern", 5, pooling="mean", segments=2).segments == 2  # given values win
     with pytest.raises(ConfigError, match="unknown preset"):
         TDNNConfig.from_preset("resnet", 8)
     with pytest.raises(ConfigError, match="unknown TDNNConfig key"):

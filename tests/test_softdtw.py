@@ -180,7 +180,7 @@ def test_frame_steps_needs_the_frames_pooling_and_sane_values():
     from tdnn_siamese.config import ConfigError
 
     for bad in (dict(pooling="stats", frame_steps=4), dict(pooling="frames", frame_steps=-1),
-                dict(pooling="frames", frame_steps=4, segments=513), dict(pooling="frames", segments=65)):
+                dict(pooling="frames", frame_steps=4, segments=513), dict(pooling="frames", frame_steps=0, segments=65)):
         with pytest.raises(ConfigError):
             TDNNConfig.from_preset("modern", 5, **bad)
     assert TDNNConfig.from_preset("modern", 5, frame_steps=4, segments=512).output_dim == 512 * 32
