@@ -18,13 +18,18 @@ Presets (``TDNNConfig.preset``):
   statistics (the paper normalised its features, method not given).
 - ``modern``: a deeper TDNN for variable-length input after the x-vector
   family (Snyder et al. 2018): dilated convolutions with channel-wise layer
-  normalisation per step and ReLU, masked statistics pooling (mean and
-  standard deviation over the valid steps) of 8 equal stretches of time
-  (``segments``, below), and a linear projection to a fixed-size
-  embedding. It trains on the ``kinematic`` features by default
-  (``PRESET_FEATURES``): on SVC2004 they had the lowest validation EER of
-  the sets tried (README, "Ablation"). Padding never changes an embedding: padded steps
-  are zeroed before every convolution and excluded from pooling, and the
+  normalisation per step and ReLU, then by default ``frames`` pooling: the
+  output averaged over every ``frame_steps`` = 4 steps of the 100 Hz input
+  (``PRESET_STEPS``: variable length), each such frame projected to 32
+  values and scaled to unit length, compared by soft-DTW
+  (:mod:`tdnn_siamese.softdtw`; DsDTW's design). With ``pooling = "stats"``
+  (or ``"mean"``) it is the earlier single-vector encoder: masked mean and
+  standard deviation of 8 equal stretches of time (``segments``, below)
+  and a linear projection to 128 values (``POOLED_MODEL_DEFAULTS``). It
+  trains on the ``kinematic`` features by default (``PRESET_FEATURES``): on
+  SVC2004 they had the lowest validation EER of the sets tried (README,
+  "Ablation"). Padding never changes an embedding: padded steps are zeroed
+  before every convolution and excluded from pooling, and the
   normalisation is per step.
 
 Pooling over the whole signature forgets the order of events: a forgery
