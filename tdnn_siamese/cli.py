@@ -543,7 +543,7 @@ def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--config", help="TOML or JSON config file with sections [features], [model], [train]")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=null, or "
+                   help="override one setting, e.g. --set train.lr=0.0005 --set features.n_steps=200 (resample to 200 steps), or "
                         "--set features.feature_set=bromley for recordings without pressure (repeatable)")
 
 
