@@ -38,6 +38,11 @@ def _softmin3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, gamma: float) -
     return -gamma * torch.logsumexp(torch.stack([a, b, c]) / -gamma, dim=0)
 
 
+def _lengths(lengths: torch.Tensor | None, count: int, full: int) -> torch.Tensor:
+    """Per-sequence lengths on the CPU (long), ``full`` for each of ``count`` where none are given."""
+    return torch.full((count,), full) if lengths is None else lengths.to("cpu", torch.long)
+
+
 def soft_dtw_cost(cost: torch.Tensor, gamma: float, n: torch.Tensor | None = None, m: torch.Tensor | None = None) -> torch.Tensor:
     """Soft-DTW value of cost matrices (P, N, M) -> (P,), not normalised.
 
@@ -52,8 +57,7 @@ def soft_dtw_cost(cost: torch.Tensor, gamma: float, n: torch.Tensor | None = Non
     P, N, M = cost.shape
     ends = None
     if n is not None or m is not None:
-        n = torch.full((P,), N) if n is None else n.to("cpu", torch.long)
-        m = torch.full((P,), M) if m is None else m.to("cpu", torch.long)
+        n, m = _lengths(n, P, N), _lengths(m, P, M)
         if len(n) != P or len(m) != P or int(n.min()) < 1 or int(m.min()) < 1 or int(n.max()) > N or int(m.max()) > M:
             raise ValueError(f"lengths must lie in [1, {N}] and [1, {M}], one per matrix")
         if bool((n < N).any() or (m < M).any()):
@@ -63,7 +67,7 @@ def soft_dtw_cost(cost: torch.Tensor, gamma: float, n: torch.Tensor | None = Non
             nm = (ends[0].numpy(), ends[1].numpy()) if ends is not None else None
             return torch.from_numpy(_soft_dtw_numpy(cost.detach().numpy(), gamma, nm)).to(cost.dtype)
         if gamma > 0:  # training: the analytic gradient, 2-10x faster than autograd through the loop
-            n_, m_ = ends if ends is not None else (torch.full((P,), N), torch.full((P,), M))
+            n_, m_ = ends if ends is not None else (_lengths(None, P, N), _lengths(None, P, M))
             return _SoftDTWFunction.apply(cost, gamma, n_, m_)
     return _soft_dtw_torch(cost, gamma, ends)
 
@@ -103,8 +107,7 @@ def soft_dtw(a: torch.Tensor, b: torch.Tensor, gamma: float, la: torch.Tensor | 
     are padded; the distance is then ``R[la, lb] / (la + lb)``.
     """
     if la is not None or lb is not None:  # work on the longest pair's extent only
-        la = torch.full((len(a),), a.shape[1]) if la is None else la.to("cpu", torch.long)
-        lb = torch.full((len(b),), b.shape[1]) if lb is None else lb.to("cpu", torch.long)
+        la, lb = _lengths(la, len(a), a.shape[1]), _lengths(lb, len(b), b.shape[1])
         if len(a) > BUCKET:  # pairs of similar lengths together: a short pair need not run the longest one's diagonals
             order = torch.argsort(la + lb, stable=True)
             parts = [soft_dtw(a[k], b[k], gamma, la[k], lb[k]) for k in order.split(BUCKET)]
@@ -125,8 +128,7 @@ def soft_dtw_matrix(a: torch.Tensor, b: torch.Tensor, gamma: float, chunk: int =
     if la is None and lb is None:
         out = [soft_dtw(a[ia[s : s + chunk]], b[ib[s : s + chunk]], gamma) for s in range(0, len(ia), chunk)]
     else:
-        la = torch.full((len(a),), a.shape[1]) if la is None else la.to("cpu", torch.long)
-        lb = torch.full((len(b),), b.shape[1]) if lb is None else lb.to("cpu", torch.long)
+        la, lb = _lengths(la, len(a), a.shape[1]), _lengths(lb, len(b), b.shape[1])
         out = [soft_dtw(a[ia[s : s + chunk]], b[ib[s : s + chunk]], gamma, la[ia[s : s + chunk].cpu()], lb[ib[s : s + chunk].cpu()])
                for s in range(0, len(ia), chunk)]
     return (torch.cat(out) if out else a.new_zeros(0)).reshape(len(a), len(b))
