@@ -237,10 +237,13 @@ class TDNN(nn.Module):
         if self.cfg.pooling == "frames":  # (B, C, S) segment means -> S frames, each projected and unit-length: (B, S x frame_dim)
             S = self.cfg.segments
             counts = frame_counts(lengths, S, self.cfg.frame_steps)
-            w = _segment_weights(lengths, h.shape[-1], S, counts).to(h.dtype)
+            n = int(counts.max())  # frames past the batch's longest count are zero: not computed (a rate-based batch needs few of S)
+            w = _segment_weights(lengths, h.shape[-1], n, counts).to(h.dtype)
             frames = F.normalize(self.proj(torch.einsum("bct,bst->bsc", h, w)), dim=-1)
             if self.cfg.frame_steps:  # frames past a signature's own count are zero: DTW reads its length from them
-                frames = frames * (torch.arange(S, device=x.device)[None, :] < counts[:, None]).to(h.dtype)[..., None]
+                frames = frames * (torch.arange(n, device=x.device)[None, :] < counts[:, None]).to(h.dtype)[..., None]
+            if n < S:
+                frames = F.pad(frames, (0, 0, 0, S - n))
             return frames.flatten(1)
         if self.cfg.segments > 1:
             return self.proj(self._segment_pool(h, lengths))
