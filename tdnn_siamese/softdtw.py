@@ -55,21 +55,16 @@ def soft_dtw_cost(cost: torch.Tensor, gamma: float, n: torch.Tensor | None = Non
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     P, N, M = cost.shape
-    ends = None
-    if n is not None or m is not None:
-        n, m = _lengths(n, P, N), _lengths(m, P, M)
-        if len(n) != P or len(m) != P or int(n.min()) < 1 or int(m.min()) < 1 or int(n.max()) > N or int(m.max()) > M:
-            raise ValueError(f"lengths must lie in [1, {N}] and [1, {M}], one per matrix")
-        if bool((n < N).any() or (m < M).any()):
-            ends = (n, m)
+    n, m = _lengths(n, P, N), _lengths(m, P, M)
+    if len(n) != P or len(m) != P or (P and (int(n.min()) < 1 or int(m.min()) < 1 or int(n.max()) > N or int(m.max()) > M)):
+        raise ValueError(f"lengths must lie in [1, {N}] and [1, {M}], one per matrix")
     if cost.device.type == "cpu":
         if not (torch.is_grad_enabled() and cost.requires_grad):
-            nm = (ends[0].numpy(), ends[1].numpy()) if ends is not None else None
-            return torch.from_numpy(_soft_dtw_numpy(cost.detach().numpy(), gamma, nm)).to(cost.dtype)
+            return torch.from_numpy(_forward(cost.detach().numpy(), gamma, n.numpy(), m.numpy(), keep_weights=False)[0]).to(cost.dtype)
         if gamma > 0:  # training: the analytic gradient, 2-10x faster than autograd through the loop
-            n_, m_ = ends if ends is not None else (_lengths(None, P, N), _lengths(None, P, M))
-            return _SoftDTWFunction.apply(cost, gamma, n_, m_)
-    return _soft_dtw_torch(cost, gamma, ends)
+            return _SoftDTWFunction.apply(cost, gamma, n, m)
+    padded = bool((n < N).any() or (m < M).any())
+    return _soft_dtw_torch(cost, gamma, (n, m) if padded else None)
 
 
 def _soft_dtw_torch(cost: torch.Tensor, gamma: float, ends: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -106,18 +101,23 @@ def soft_dtw(a: torch.Tensor, b: torch.Tensor, gamma: float, la: torch.Tensor | 
     ``la``, ``lb`` (P,): each row's own number of frames where the sequences
     are padded; the distance is then ``R[la, lb] / (la + lb)``.
     """
-    if la is not None or lb is not None:  # work on the longest pair's extent only
-        la, lb = _lengths(la, len(a), a.shape[1]), _lengths(lb, len(b), b.shape[1])
-        if len(a) > BUCKET:  # pairs of similar lengths together: a short pair need not run the longest one's diagonals
-            order = torch.argsort(la + lb, stable=True)
-            parts = [soft_dtw(a[k], b[k], gamma, la[k], lb[k]) for k in order.split(BUCKET)]
-            return torch.cat(parts)[torch.argsort(order).to(a.device)]
-        if len(a):
-            a, b = a[:, : int(la.max())], b[:, : int(lb.max())]
-    cost = (a * a).sum(-1)[:, :, None] + (b * b).sum(-1)[:, None, :] - 2 * a @ b.transpose(1, 2)
-    if la is None:
-        return soft_dtw_cost(cost.clamp_min(0), gamma) / (a.shape[1] + b.shape[1])
-    return soft_dtw_cost(cost.clamp_min(0), gamma, la, lb) / (la + lb).to(cost.device, cost.dtype)
+    if la is None and lb is None:
+        return soft_dtw_cost(_costs(a, b), gamma) / (a.shape[1] + b.shape[1])
+    la, lb = _lengths(la, len(a), a.shape[1]), _lengths(lb, len(b), b.shape[1])
+    if not len(a):
+        return a.new_zeros(0)
+    # pairs of similar lengths together, each group cut to its longest pair's extent: a short pair need not run the
+    # longest one's diagonals
+    order = torch.argsort(la + lb, stable=True) if len(a) > BUCKET else torch.arange(len(a))
+    groups = order.split(BUCKET)
+    out = torch.cat([soft_dtw_cost(_costs(a[k][:, : int(la[k].max())], b[k][:, : int(lb[k].max())]), gamma, la[k], lb[k])
+                     / (la[k] + lb[k]).to(a.device, a.dtype) for k in groups])
+    return out if len(groups) == 1 else out[torch.argsort(order).to(a.device)]
+
+
+def _costs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances of every frame of ``a`` with every frame of ``b``, row by row: (P, N, M)."""
+    return ((a * a).sum(-1)[:, :, None] + (b * b).sum(-1)[:, None, :] - 2 * a @ b.transpose(1, 2)).clamp_min(0)
 
 
 def soft_dtw_matrix(a: torch.Tensor, b: torch.Tensor, gamma: float, chunk: int = 1024, la: torch.Tensor | None = None,
@@ -134,90 +134,92 @@ def soft_dtw_matrix(a: torch.Tensor, b: torch.Tensor, gamma: float, chunk: int =
     return (torch.cat(out) if out else a.new_zeros(0)).reshape(len(a), len(b))
 
 
-def _soft_dtw_numpy(cost: np.ndarray, gamma: float, ends: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """The same recursion in NumPy, for scoring (no gradient): a NumPy call costs a fraction of a torch op's
-    overhead, and a verification's few small matrices are all overhead (5 x 64 x 64: 2.4 ms against 13 ms)."""
+def _forward(cost: np.ndarray, gamma: float, n: np.ndarray, m: np.ndarray, keep_weights: bool) -> tuple[np.ndarray, list | None]:
+    """R[n, m] of each pair (P,) and, when asked, every cell's softmin weights of its three predecessors.
+
+    Anti-diagonal d = i + j at a time, pairs innermost: row ``[i + 1]`` of a
+    diagonal's (N + 3, P) array holds cell (i, d - i) of every pair (row 0 a
+    sentinel for i = -1), so each step works on one contiguous block. Only
+    the diagonal's cells on the matrix, i = lo..hi, are computed; the rest
+    stay _BIG. The weights, per diagonal ``(lo, w)`` with w (3, hi - lo + 3, P)
+    for i = lo - 1..hi + 1 (a zero row either side): the softmin's share of
+    R[i-1, j-1], R[i-1, j] and R[i, j-1] in cell (i, j), i.e. d R[i, j] / d
+    predecessor. The backward pass needs only these (Cuturi & Blondel 2017,
+    Algorithm 2, with its exponentials taken once, here: in float32 its
+    gradient is also ~600x closer to float64's than re-exponentiating
+    differences of R's large values).
+    """
     P, N, M = cost.shape
-    i = np.arange(N + 1)
-    j = np.arange(2, N + M + 1)[:, None] - i  # (D, N + 1)
-    valid = (i >= 1) & (i <= N) & (j >= 1) & (j <= M)
-    flat = ((i - 1).clip(0, N - 1) * M + (j - 1).clip(0, M - 1)).reshape(-1)
-    skew = np.where(valid, cost.reshape(P, N * M)[:, flat].reshape(P, -1, N + 1), _BIG)  # cost(i, d - i), gathered once
-    prev2 = np.full((P, N + 2), _BIG, cost.dtype)  # column 0 a sentinel: prev[:, :-1] shifted right is prev[:, 0:N + 1]
-    prev2[:, 1] = 0.0  # diagonal 0: R[0, 0] = 0
-    prev1 = np.full((P, N + 2), _BIG, cost.dtype)
-    if ends is not None:
-        last, out = ends[0] + ends[1] - 2, np.zeros(P, cost.dtype)
-    for t in range(skew.shape[1]):
-        a, b, r = prev2[:, :-1], prev1[:, :-1], prev1[:, 1:]  # R[i-1, j-1], R[i-1, j], R[i, j-1]
-        m = np.minimum(np.minimum(a, b), r)
+    ct = np.ascontiguousarray(cost.transpose(1, 2, 0))  # (N, M, P): a diagonal's costs are rows of P
+    W = N + 3
+    prev2, prev1 = np.full((W, P), _BIG, cost.dtype), np.full((W, P), _BIG, cost.dtype)
+    prev2[1] = 0.0  # diagonal 0: R[0, 0] = 0; diagonal 1 (R[0, 1], R[1, 0]) unreachable
+    weights = [] if keep_weights and gamma > 0 else None
+    last, out = n + m, np.zeros(P, cost.dtype)
+    for d in range(2, N + M + 1):
+        lo, hi = max(1, d - M), min(N, d - 1)
+        i = np.arange(lo, hi + 1)
+        a, b, r = prev2[lo : hi + 1], prev1[lo : hi + 1], prev1[lo + 1 : hi + 2]  # R[i-1, j-1], R[i-1, j], R[i, j-1]
+        s = np.minimum(np.minimum(a, b), r)
         if gamma > 0:
-            m = m - gamma * np.log(np.exp((m - a) / gamma) + np.exp((m - b) / gamma) + np.exp((m - r) / gamma))
-        cur = np.empty_like(prev1)
-        cur[:, 0] = _BIG
-        np.add(skew[:, t], m, out=cur[:, 1:])  # off the matrix skew is _BIG, so such cells stay >= about _BIG: unreachable
-        if ends is not None:
-            hit = np.flatnonzero(last == t)
-            out[hit] = cur[hit, ends[0][hit] + 1]
+            ea, eb, er = np.exp((s - a) / gamma), np.exp((s - b) / gamma), np.exp((s - r) / gamma)
+            total = ea + eb + er
+            s = s - gamma * np.log(total)
+            if weights is not None:
+                w = np.zeros((3, hi - lo + 3, P), cost.dtype)
+                np.divide(ea, total, out=w[0, 1:-1]), np.divide(eb, total, out=w[1, 1:-1]), np.divide(er, total, out=w[2, 1:-1])
+                weights.append((lo, w))
+        cur = np.full((W, P), _BIG, cost.dtype)
+        cur[lo + 1 : hi + 2] = ct[i - 1, d - i - 1] + s
+        hit = np.flatnonzero(last == d)
+        out[hit] = cur[n[hit] + 1, hit]
         prev2, prev1 = prev1, cur
-    return out if ends is not None else prev1[:, N + 1]
+    return out, weights
+
+
+def _alignment(weights: list, n: np.ndarray, m: np.ndarray, N: int, M: int) -> np.ndarray:
+    """d R[n, m] / d cost (P, N, M): the expected alignment E, from the end cell back along the forward's softmin
+    weights: E[i, j] = E[i+1, j] w_up(i+1, j) + E[i, j+1] w_left(i, j+1) + E[i+1, j+1] w_diag(i+1, j+1).
+    A pair's cells past its own (n, m) are never reached from its end cell, so their E stays 0. E is kept per
+    diagonal like the weights: rows i = lo - 1..hi + 1, zero either side."""
+    P = len(n)
+    grad = np.zeros((N, M, P), weights[0][1].dtype)
+    if not P:
+        return grad.transpose(2, 0, 1)
+    e1 = e2 = None  # E of diagonals d + 1 and d + 2: (lo, rows), None where it is all zero
+    for d in range(int((n + m).max()), 1, -1):
+        lo, hi = max(1, d - M), min(N, d - 1)
+        e0 = np.zeros((hi - lo + 3, P), grad.dtype)
+        body = e0[1:-1]
+        if e1 is not None:
+            lo1, w1 = weights[d - 1]  # weights[k] is diagonal k + 2
+            up, left = slice(lo + 2 - lo1, hi + 3 - lo1), slice(lo + 1 - lo1, hi + 2 - lo1)  # rows of i + 1 and of i
+            body += e1[1][up] * w1[1, up]  # successor (i + 1, j): its "up" predecessor is (i, j)
+            body += e1[1][left] * w1[2, left]  # successor (i, j + 1): its "left"
+        if e2 is not None:
+            lo2, w2 = weights[d]
+            diag = slice(lo + 2 - lo2, hi + 3 - lo2)
+            body += e2[1][diag] * w2[0, diag]  # successor (i + 1, j + 1): its "diagonal"
+        hit = np.flatnonzero(n + m == d)
+        e0[n[hit] + 1 - lo, hit] += 1.0  # the end cell: d R[n, m] / d R[n, m] = 1
+        i = np.arange(lo, hi + 1)
+        grad[i - 1, d - i - 1] = body
+        e2, e1 = e1, (lo, e0)
+    return grad.transpose(2, 0, 1)
 
 
 class _SoftDTWFunction(torch.autograd.Function):
-    """Soft-DTW with its analytic gradient (Cuturi & Blondel 2017, Algorithm 2), both recursions in NumPy.
-
-    Autograd through the anti-diagonal loop keeps a dozen small tensors per
-    diagonal and replays them backwards; the expected-alignment recursion
-    needs only the forward table R. Layout: diagonal-major arrays (D, P, W)
-    with ``[d, :, i + 1] = R[i, d - i]`` (column 0 a sentinel for i = -1).
-    """
+    """Soft-DTW with its analytic gradient (Cuturi & Blondel 2017), both recursions in NumPy. Autograd through
+    the anti-diagonal loop keeps a dozen small tensors per diagonal and replays them backwards; the
+    expected-alignment recursion needs only the forward's softmin weights."""
 
     @staticmethod
     def forward(ctx, cost: torch.Tensor, gamma: float, n: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        c = cost.detach().cpu().numpy()
-        P, N, M = c.shape
-        ni, mi = n.numpy(), m.numpy()
-        I, J = np.meshgrid(np.arange(1, N + 1), np.arange(1, M + 1), indexing="ij")
-        Dsk = np.zeros((N + M + 3, P, N + 3), c.dtype)
-        Dsk[I + J, :, I + 1] = c.transpose(1, 2, 0)  # cost(i, j) on diagonal i + j, column i + 1
-        G = np.full((N + M + 3, P, N + 3), _BIG, c.dtype)
-        G[0, :, 1] = 0.0  # R[0, 0]
-        i = np.arange(N + 2)  # columns 1..N+2 hold i = 0..N+1
-        for d in range(2, N + M + 1):
-            a, b, r = G[d - 2, :, 0 : N + 2], G[d - 1, :, 0 : N + 2], G[d - 1, :, 1 : N + 3]
-            s = np.minimum(np.minimum(a, b), r)
-            s = s - gamma * np.log(np.exp((s - a) / gamma) + np.exp((s - b) / gamma) + np.exp((s - r) / gamma))
-            ok = (i >= 1) & (i <= N) & (d - i >= 1) & (d - i <= M)
-            G[d, :, 1 : N + 3] = np.where(ok, Dsk[d, :, 1 : N + 3] + s, _BIG)
-        rows = np.arange(P)
-        value = G[ni + mi, rows, ni + 1]
-        ctx.saved = (G, Dsk, ni, mi, gamma)
-        return torch.from_numpy(value.copy()).to(cost.dtype)
+        value, weights = _forward(cost.detach().cpu().numpy(), gamma, n.numpy(), m.numpy(), keep_weights=True)
+        ctx.saved = (weights, n.numpy(), m.numpy(), cost.shape[1], cost.shape[2])
+        return torch.from_numpy(value).to(cost.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        G, Dsk, ni, mi, gamma = ctx.saved
-        Dn, P, W = G.shape
-        N, M = W - 3, Dn - W
-        rows = np.arange(P)
-        d_ = np.arange(Dn)[:, None, None]
-        col = np.arange(W)[None, None, :]
-        ii, jj = col - 1, d_ - (col - 1)
-        inside = (ii >= 1) & (ii <= ni[None, :, None]) & (jj >= 1) & (jj <= mi[None, :, None])  # (D, P, W)
-        R = np.where(inside, G, -np.inf)
-        R[ni + mi + 2, rows, ni + 2] = G[ni + mi, rows, ni + 1]  # the extra cell (n + 1, m + 1) that starts the recursion
-        Dc = np.where(inside, Dsk, 0.0)
-        E = np.zeros_like(G)
-        E[ni + mi + 2, rows, ni + 2] = 1.0
-        c, c1 = slice(2, N + 2), slice(3, N + 3)  # i = 1..N and its i + 1
-        with np.errstate(invalid="ignore", over="ignore"):
-            for d in range(int((ni + mi).max()), 1, -1):
-                rc = R[d, :, c]
-                e = (E[d + 1, :, c1] * np.exp((R[d + 1, :, c1] - rc - Dc[d + 1, :, c1]) / gamma)  # (i + 1, j)
-                     + E[d + 1, :, c] * np.exp((R[d + 1, :, c] - rc - Dc[d + 1, :, c]) / gamma)  # (i, j + 1)
-                     + E[d + 2, :, c1] * np.exp((R[d + 2, :, c1] - rc - Dc[d + 2, :, c1]) / gamma))  # (i + 1, j + 1)
-                E[d, :, c] = np.where(inside[d, :, c], e, E[d, :, c])  # outside: 0, or a shorter pair's starting 1
-        I, J = np.meshgrid(np.arange(1, N + 1), np.arange(1, M + 1), indexing="ij")
-        E = np.where(inside, E, 0.0)  # the starting cells are no cost cells
-        grad = torch.from_numpy(np.ascontiguousarray(E[I + J, :, I + 1].transpose(2, 0, 1)))  # (P, N, M)
-        return grad.to(grad_out.dtype) * grad_out[:, None, None], None, None, None
+        grad = torch.from_numpy(_alignment(*ctx.saved)).to(grad_out.dtype)
+        return grad * grad_out[:, None, None], None, None, None
