@@ -424,8 +424,18 @@ def _enroll(verifier, store_path: str | Path, writer: str, files: Sequence[str],
         raise CLIError(f"nothing enrolled for writer {writer!r}: every reference must be usable")
     emb = verifier.represent(feats)
     with TemplateStore(store_path, verifier.fingerprint) as store:
-        added = store.add(writer, emb, ok, hashes, replace=replace)
+        added = store.add(writer, emb, ok, hashes, replace=replace, spread=(verifier.distance.kind, verifier.spread))
         return added, len(store.template_embeddings(writer))
+
+
+def _spread_text(stats: dict) -> str:
+    """A writer's reference spread as ``store show`` prints it: in the model's own distance (stores written
+    before it was recorded hold the cosine distance of the flattened embeddings)."""
+    if "spread_distance" in stats:
+        value, name = stats.get("spread"), stats["spread_distance"]
+    else:
+        value, name = stats.get("mean_pairwise_cosine_distance"), "cosine (of the flattened embeddings; enroll again for the model's own)"
+    return f"reference spread (mean pairwise {name} distance) {'n/a (one reference)' if value is None else f'{value:.4f}'}"
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -508,9 +518,8 @@ def cmd_store(args: argparse.Namespace) -> int:
                 print(f"{w.writer}  {w.n_references} reference(s)  updated {when(w.updated)}")
         elif args.action == "show":
             w, refs = store.info(args.writer)
-            spread = w.stats.get("mean_pairwise_cosine_distance")
             print(f"writer {w.writer}: {w.n_references} reference(s), enrolled {when(w.created)}, updated {when(w.updated)}, "
-                  f"mean pairwise cosine distance {'n/a' if spread is None else f'{spread:.4f}'}")
+                  f"{_spread_text(w.stats)}")
             for r in refs:
                 print(f"  #{r.id}  {r.source}  sha256 {r.sha256[:12]}  added {when(r.added)}")
         else:

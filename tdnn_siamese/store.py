@@ -6,7 +6,7 @@ from another model are not comparable, so opening the store with another
 model is refused. Tables::
 
     meta(key, value)                      format, version, model fingerprint, embedding size
-    writers(writer, created, updated, stats)          stats: JSON (references, spread)
+    writers(writer, created, updated, stats)          stats: JSON (references; spread and its distance)
     refs(id, writer, source, sha256, added, embedding)  embedding: float32 little-endian blob
 
 The file uses SQLite's write-ahead log, so readers never block a writer and
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -81,12 +81,13 @@ def _blob(e: np.ndarray) -> bytes:
     return np.ascontiguousarray(e, dtype="<f4").tobytes()
 
 
-def _stats(emb: np.ndarray) -> dict:
-    """Summary of a writer's references: count and mean pairwise cosine distance (their spread)."""
-    k = len(emb)
-    u = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    spread = float((1.0 - u @ u.T)[~np.eye(k, dtype=bool)].mean()) if k > 1 else None
-    return {"references": k, "mean_pairwise_cosine_distance": spread}
+def _stats(emb: np.ndarray, spread: tuple[str, Callable[[np.ndarray], float | None]] | None) -> dict:
+    """Summary of a writer's references: their count and, given the model's distance ``(name, function)``, their
+    spread in it (the mean pairwise distance; a store alone cannot know how its model compares embeddings)."""
+    stats: dict = {"references": len(emb)}
+    if spread is not None:
+        stats["spread"], stats["spread_distance"] = spread[1](emb), spread[0]
+    return stats
 
 
 class TemplateStore:
@@ -183,11 +184,15 @@ class TemplateStore:
 
     # ---- changes (each one transaction)
 
-    def add(self, writer: str, embeddings: np.ndarray, sources: Sequence[str], hashes: Sequence[str], replace: bool = False) -> int:
+    def add(self, writer: str, embeddings: np.ndarray, sources: Sequence[str], hashes: Sequence[str], replace: bool = False,
+            spread: tuple[str, Callable[[np.ndarray], float | None]] | None = None) -> int:
         """Add references to ``writer`` (enrolling it if new); returns how many were added.
 
         A reference whose content hash the writer already has is skipped
         with a warning. With ``replace`` the writer's old references go first.
+        ``spread``: the model's distance, ``(name, embeddings -> mean pairwise
+        distance)`` (:meth:`Verifier.spread`), recorded over all the writer's
+        references in its stats.
         """
         embeddings = np.asarray(embeddings, np.float32)
         if self.fingerprint is None:
@@ -215,7 +220,7 @@ class TemplateStore:
                                  (writer, str(src), h, now, _blob(e)))
                 added += 1
             emb = self._embeddings(writer)
-            self._db.execute("UPDATE writers SET updated = ?, stats = ? WHERE writer = ?", (now, json.dumps(_stats(emb)), writer))
+            self._db.execute("UPDATE writers SET updated = ?, stats = ? WHERE writer = ?", (now, json.dumps(_stats(emb, spread)), writer))
         return added
 
     def delete(self, writer: str) -> int:

@@ -117,10 +117,18 @@ def matrix_scores(cross: torch.Tensor, within: torch.Tensor | None, distance: Di
     if strategy != "wnorm" or within is None:
         raise VerifierError(f"strategy {strategy!r} is not scored from comparisons alone")
     # wnorm: distances (>= 0, smaller = closer) relative to the spread among the references
-    rho = (lambda m: 1.0 - m) if distance.kind == "cosine" else (lambda m: m)  # noqa: E731
+    return -_rho(cross, distance).mean(dim=1) / reference_spread(within, distance).clamp_min(_EPS)
+
+
+def _rho(values: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """Native values as distances, >= 0 and smaller = closer (``Distance.rho`` for a matrix of them)."""
+    return (1.0 - values if distance.kind == "cosine" else values).clamp_min(0)
+
+
+def reference_spread(within: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """The mean pairwise distance (``rho``) among K >= 2 references, from their native values (K, K)."""
     k = within.shape[0]
-    spread = rho(within)[~torch.eye(k, dtype=torch.bool, device=within.device)].clamp_min(0).mean()
-    return -rho(cross).clamp_min(0).mean(dim=1) / spread.clamp_min(_EPS)
+    return _rho(within, distance)[~torch.eye(k, dtype=torch.bool, device=within.device)].mean()
 
 
 # --------------------------------------------------------------------------- templates and decisions
@@ -331,6 +339,15 @@ class Verifier(Method):
     def template(self, writer: str, reps: np.ndarray, sources: Sequence[str] = ()) -> Template:
         """A template from reference embeddings (K, D) made by this model."""
         return Template(writer, np.asarray(reps, np.float32), tuple(sources), self.fingerprint)
+
+    def spread(self, reps: np.ndarray) -> float | None:
+        """How far apart reference embeddings (K, D) lie in this model's distance: their mean pairwise ``rho``
+        (what ``wnorm`` divides by); None for a single reference."""
+        if len(reps) < 2:
+            return None
+        with torch.no_grad():
+            e = torch.as_tensor(reps, dtype=torch.float32)
+            return float(reference_spread(self.distance.matrix(e, e), self.distance))
 
     def check(self, template: Template) -> None:
         """Refuse a template made by another model."""

@@ -114,6 +114,16 @@ def test_store_list_show_delete(sample_model, tmp_path, capsys):
     assert rc == 0 and "1 writer(s)" in out and "w1  5 reference(s)" in out
     rc, out, _ = run(capsys, "store", "show", "--store", store, "--writer", "w1")
     assert rc == 0 and out.count("sha256") == 5 and REFS[4] in out
+    from tdnn_siamese.formats import read_signature
+    from tdnn_siamese.store import TemplateStore
+    from tdnn_siamese.verifier import Verifier
+
+    v = Verifier.from_checkpoint(sample_model)  # the spread is the model's own distance among all 5 references
+    with TemplateStore(store, None, create=False) as s:
+        stored = s.template_embeddings("w1")
+    expected = v.spread(v.embed([read_signature(r) for r in REFS]))
+    assert expected > 0 and abs(v.spread(stored) - expected) < 1e-4
+    assert f"reference spread (mean pairwise {v.distance.kind} distance) {expected:.4f}" in out
     rc, out, _ = run(capsys, "store", "delete", "--store", store, "--writer", "w1")
     assert rc == 0 and "deleted writer w1 and 5 reference(s)" in out
     rc, _, err = run(capsys, "store", "show", "--store", store, "--writer", "w1")

@@ -32,7 +32,7 @@ def test_add_list_show_delete_round_trip(tmp_path):
         assert [(w.writer, w.n_references) for w in s.writers()] == [("alice", 3), ("bob", 2)]
         info, refs = s.info("alice")
         assert [r.source for r in refs] == ["a1", "a2", "a3"] and info.stats["references"] == 3
-        assert info.stats["mean_pairwise_cosine_distance"] > 0
+        assert "spread" not in info.stats  # a store alone does not know its model's distance
         assert s.meta()["model_fingerprint"] == FP and s.meta()["embedding_dim"] == "8"
         assert s.delete("alice") == 3
         with pytest.raises(StoreError, match="'alice' is not enrolled \\(enrolled: bob\\)"):
@@ -183,3 +183,13 @@ def test_opening_waits_while_another_process_writes_the_store(tmp_path):
     finally:
         timer.join()
         other.close()
+
+
+def test_spread_is_recorded_in_the_distance_given(tmp_path):
+    e = emb(3)
+    with TemplateStore(tmp_path / "s.db", FP) as s:
+        s.add("alice", e[:1], ["a1"], ["h1"], spread=("euclidean", lambda x: float(np.linalg.norm(x[0] - x[-1])) if len(x) > 1 else None))
+        assert s.info("alice")[0].stats == {"references": 1, "spread": None, "spread_distance": "euclidean"}
+        s.add("alice", e[1:], ["a2", "a3"], ["h2", "h3"], spread=("euclidean", lambda x: float(np.linalg.norm(x[0] - x[-1]))))
+        stats = s.info("alice")[0].stats  # over all three references, not just the two added
+        assert stats["references"] == 3 and abs(stats["spread"] - float(np.linalg.norm(e[0] - e[2]))) < 1e-5
