@@ -429,13 +429,15 @@ def _enroll(verifier, store_path: str | Path, writer: str, files: Sequence[str],
 
 
 def _spread_text(stats: dict) -> str:
-    """A writer's reference spread as ``store show`` prints it: in the model's own distance (stores written
-    before it was recorded hold the cosine distance of the flattened embeddings)."""
+    """A writer's reference spread as ``store show`` prints it: in the model's own distance, as recorded at
+    enrollment by the CLI; stores written before that hold the cosine distance of the flattened embeddings."""
     if "spread_distance" in stats:
-        value, name = stats.get("spread"), stats["spread_distance"]
-    else:
-        value, name = stats.get("mean_pairwise_cosine_distance"), "cosine (of the flattened embeddings; enroll again for the model's own)"
-    return f"reference spread (mean pairwise {name} distance) {'n/a (one reference)' if value is None else f'{value:.4f}'}"
+        value = stats.get("spread")
+        return f"reference spread (mean pairwise {stats['spread_distance']} distance) {'n/a (one reference)' if value is None else f'{value:.4f}'}"
+    if stats.get("mean_pairwise_cosine_distance") is not None:
+        return (f"reference spread {stats['mean_pairwise_cosine_distance']:.4f} (mean pairwise cosine distance of the flattened "
+                "embeddings, from an older version; enroll again for the model's own distance)")
+    return "reference spread not recorded (enrolled without the model's distance)"
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:

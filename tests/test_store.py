@@ -193,3 +193,12 @@ def test_spread_is_recorded_in_the_distance_given(tmp_path):
         s.add("alice", e[1:], ["a2", "a3"], ["h2", "h3"], spread=("euclidean", lambda x: float(np.linalg.norm(x[0] - x[-1]))))
         stats = s.info("alice")[0].stats  # over all three references, not just the two added
         assert stats["references"] == 3 and abs(stats["spread"] - float(np.linalg.norm(e[0] - e[2]))) < 1e-5
+
+
+def test_store_show_text_says_what_the_spread_is():
+    from tdnn_siamese.cli import _spread_text
+
+    assert _spread_text({"references": 3, "spread": 0.25, "spread_distance": "dtw"}) == "reference spread (mean pairwise dtw distance) 0.2500"
+    assert "n/a (one reference)" in _spread_text({"references": 1, "spread": None, "spread_distance": "dtw"})
+    assert "from an older version" in _spread_text({"references": 3, "mean_pairwise_cosine_distance": 0.1})
+    assert "not recorded" in _spread_text({"references": 4})
