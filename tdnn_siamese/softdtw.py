@@ -150,7 +150,8 @@ def _forward(cost: np.ndarray, gamma: float, n: np.ndarray, m: np.ndarray, keep_
     differences of R's large values).
     """
     P, N, M = cost.shape
-    ct = np.ascontiguousarray(cost.transpose(1, 2, 0))  # (N, M, P): a diagonal's costs are rows of P
+    ct = np.ascontiguousarray(cost.transpose(1, 2, 0)).reshape(N * M, P)  # row (i - 1) M + j - 1: cell (i, j) of every pair
+    step = np.arange(N) * (M - 1)  # cell (i, d - i) is row (i - 1)(M - 1) + d - 2
     W = N + 3
     prev2, prev1 = np.full((W, P), _BIG, cost.dtype), np.full((W, P), _BIG, cost.dtype)
     prev2[1] = 0.0  # diagonal 0: R[0, 0] = 0; diagonal 1 (R[0, 1], R[1, 0]) unreachable
@@ -158,7 +159,6 @@ def _forward(cost: np.ndarray, gamma: float, n: np.ndarray, m: np.ndarray, keep_
     last, out = n + m, np.zeros(P, cost.dtype)
     for d in range(2, N + M + 1):
         lo, hi = max(1, d - M), min(N, d - 1)
-        i = np.arange(lo, hi + 1)
         a, b, r = prev2[lo : hi + 1], prev1[lo : hi + 1], prev1[lo + 1 : hi + 2]  # R[i-1, j-1], R[i-1, j], R[i, j-1]
         s = np.minimum(np.minimum(a, b), r)
         if gamma > 0:
@@ -170,7 +170,7 @@ def _forward(cost: np.ndarray, gamma: float, n: np.ndarray, m: np.ndarray, keep_
                 np.divide(ea, total, out=w[0, 1:-1]), np.divide(eb, total, out=w[1, 1:-1]), np.divide(er, total, out=w[2, 1:-1])
                 weights.append((lo, w))
         cur = np.full((W, P), _BIG, cost.dtype)
-        cur[lo + 1 : hi + 2] = ct[i - 1, d - i - 1] + s
+        cur[lo + 1 : hi + 2] = ct.take(step[lo - 1 : hi] + (d - 2), axis=0) + s
         hit = np.flatnonzero(last == d)
         out[hit] = cur[n[hit] + 1, hit]
         prev2, prev1 = prev1, cur
