@@ -550,7 +550,7 @@ def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
                    help="training loss: template (default: episodes scored like verification; see README, Training) or a pair loss")
     p.add_argument("--distance", choices=["cosine", "euclidean", "dtw"],
                    help="comparison: dtw (soft-DTW of the frames of the default pooling) or, for an encoder that pools time away, cosine (its default) or euclidean (the single-vector encoder of earlier versions: --set model.pooling=stats --set features.n_steps=200)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: 20, or 40 for an encoder that pools time away; early stopping on validation EER)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: 34, or 40 for an encoder that pools time away; early stopping on validation EER)")
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--config", help="TOML or JSON config file with sections [features], [model], [train]")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -83,7 +83,7 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 class TrainConfig(StrictConfig):
     """Optimisation and validation settings (the ``[train]`` section)."""
 
-    epochs: int = 20  # frames at 100 Hz: 44-48 s an epoch on 2 cores, a 30-writer fold in 15.5 min (pooled encoders: 40)
+    epochs: int = 34  # frames at 100 Hz: 28-30 s an epoch on 2 cores, a 30-writer fold in about 17 min (pooled encoders: 40)
     pairs_per_epoch: int = 4096
     batch_size: int = 64
     lr: float = 3e-4

@@ -116,7 +116,7 @@ def test_config_sections_sets_and_errors(tmp_path):
     assert RunConfig.from_dict(cfg.to_dict()) == cfg  # what --resume reads back from config.json
     cfg = RunConfig.from_sections({"features": {"feature_set": "extended"}})
     assert cfg.model.n_features == 13 and cfg.features.n_steps is None  # the modern preset reads 100 Hz, variable length
-    assert cfg.train.epochs == 20 and RunConfig.from_sections(apply_sets({}, ["model.pooling=stats"])).train.epochs == 40
+    assert cfg.train.epochs == 34 and RunConfig.from_sections(apply_sets({}, ["model.pooling=stats"])).train.epochs == 40
     for bad, msg in [(["train.lr=fast"], "TrainConfig.lr"), (["optim.lr=1"], "unknown config section"), (["lr=1"], "section.key=value"),
                      (["train.epoch=3"], "unknown TrainConfig key"), (["model.n_features=3"], "follows from the feature set"),
                      (["train.loss=bromley", "train.distance=euclidean"], "needs distance 'cosine'")]:
