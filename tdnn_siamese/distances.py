@@ -79,10 +79,14 @@ class Distance:
 
     def rho(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row-wise distance >= 0, smaller = closer."""
-        r = self.raw(a, b)
+        return self.as_rho(self.raw(a, b))
+
+    def as_rho(self, raw: torch.Tensor) -> torch.Tensor:
+        """Native values (any shape) as distances >= 0, smaller = closer: ``1 - cos``, the Euclidean distance, or
+        soft-DTW clamped at 0."""
         if self.kind == "dtw":  # soft-DTW can dip below 0; a contrastive loss would then push a genuine pair apart towards 0
-            return r.clamp_min(0)
-        return 1.0 - r if self.kind == "cosine" else r
+            return raw.clamp_min(0)
+        return 1.0 - raw if self.kind == "cosine" else raw
 
 
 def frame_lengths(frames: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .distances import Distance
-from .verifier import MIN_REFERENCES, matrix_scores, template_scores
+from .verifier import MIN_REFERENCES, distinct_pairs, matrix_scores, spread_of, template_scores
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,8 @@ def _dtw_scores(embeddings: torch.Tensor, sizes: list[tuple[int, int, int]], dis
         r = torch.arange(start, start + k)
         ia.append(q.repeat_interleave(k)), ib.append(r.repeat(ng + ni))
         if strategy == "wnorm":
-            ia.append(r.repeat_interleave(k)), ib.append(r.repeat(k))
+            i, j = distinct_pairs(k)
+            ia.append(r[i]), ib.append(r[j])
         start += k + ng + ni
     ia_t, ib_t = torch.cat(ia), torch.cat(ib)
     raw = distance.raw(embeddings[ia_t], embeddings[ib_t])
@@ -146,9 +147,9 @@ def _dtw_scores(embeddings: torch.Tensor, sizes: list[tuple[int, int, int]], dis
     for k, ng, ni in sizes:
         cross = raw[at : at + (ng + ni) * k].reshape(ng + ni, k)
         at += (ng + ni) * k
-        within = None
+        spread = None
         if strategy == "wnorm":
-            within = raw[at : at + k * k].reshape(k, k)
-            at += k * k
-        out.append(matrix_scores(cross, within, distance, strategy))
+            spread = spread_of(raw[at : at + k * (k - 1) // 2], distance)
+            at += k * (k - 1) // 2
+        out.append(matrix_scores(cross, spread, distance, strategy))
     return out

@@ -66,7 +66,7 @@ from .model import PRESET_FEATURES, PRESET_STEPS, TDNN, CheckpointError, TDNNCon
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import fitting_k, sk_protocol
 from .signature import Signature
-from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, STRATEGIES, matrix_scores, template_scores, usable_strategies
+from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
 
 logger = logging.getLogger(__name__)
 
@@ -307,9 +307,9 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
         t = proto.trials[proto.trials.writer == w]
         queries = emb[t["query"].tolist()]
         cross = dist.matrix(queries, emb[refs])  # once for every strategy that reads comparisons only (a DTW each)
-        within = dist.matrix(emb[refs], emb[refs]) if "wnorm" in usable else None
+        spread = reference_spread(emb[refs], dist) if "wnorm" in usable else None
         for strategy in usable:
-            s = (matrix_scores(cross, within, dist, strategy) if strategy in MATRIX_STRATEGIES
+            s = (matrix_scores(cross, spread, dist, strategy) if strategy in MATRIX_STRATEGIES
                  else template_scores(emb[refs], queries, dist, strategy))
             for kind, v in zip(t["kind"], s.tolist()):
                 scores[strategy][kind].append(v)

@@ -93,7 +93,7 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     if k < MIN_REFERENCES[strategy]:
         raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; the template has {k}")
     if strategy in MATRIX_STRATEGIES:
-        return matrix_scores(distance.matrix(queries, refs), distance.matrix(refs, refs) if strategy == "wnorm" else None,
+        return matrix_scores(distance.matrix(queries, refs), reference_spread(refs, distance) if strategy == "wnorm" else None,
                              distance, strategy)
     if strategy == "centroid":
         c = (F.normalize(refs, dim=-1) if distance.kind == "cosine" else refs).mean(dim=0, keepdim=True)  # (1, D)
@@ -105,30 +105,37 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     return -0.5 * (((q - mu) ** 2) / var + torch.log(2 * torch.pi * var)).mean(dim=1)
 
 
-def matrix_scores(cross: torch.Tensor, within: torch.Tensor | None, distance: Distance, strategy: str) -> torch.Tensor:
+def matrix_scores(cross: torch.Tensor, spread: torch.Tensor | None, distance: Distance, strategy: str) -> torch.Tensor:
     """Scores (Q,) of the strategies that read only comparisons (``mean``, ``nearest``, ``wnorm``).
 
     ``cross``: native values (Q, K) of queries against references;
-    ``within``: (K, K) among the references (``wnorm`` only).
+    ``spread``: the references' :func:`reference_spread` (``wnorm`` only).
     """
     if strategy in ("mean", "nearest"):
         s = to_score(cross, distance)  # (Q, K)
         return s.mean(dim=1) if strategy == "mean" else s.max(dim=1).values
-    if strategy != "wnorm" or within is None:
+    if strategy != "wnorm" or spread is None:
         raise VerifierError(f"strategy {strategy!r} is not scored from comparisons alone")
     # wnorm: distances (>= 0, smaller = closer) relative to the spread among the references
-    return -_rho(cross, distance).mean(dim=1) / reference_spread(within, distance).clamp_min(_EPS)
+    return -distance.as_rho(cross).mean(dim=1) / spread.clamp_min(_EPS)
 
 
-def _rho(values: torch.Tensor, distance: Distance) -> torch.Tensor:
-    """Native values as distances, >= 0 and smaller = closer (``Distance.rho`` for a matrix of them)."""
-    return (1.0 - values if distance.kind == "cosine" else values).clamp_min(0)
+def distinct_pairs(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (i, j), i < j, of the K (K - 1) / 2 distinct pairs of K items (every distance here is symmetric)."""
+    i, j = torch.triu_indices(k, k, offset=1)
+    return i, j
 
 
-def reference_spread(within: torch.Tensor, distance: Distance) -> torch.Tensor:
-    """The mean pairwise distance (``rho``) among K >= 2 references, from their native values (K, K)."""
-    k = within.shape[0]
-    return _rho(within, distance)[~torch.eye(k, dtype=torch.bool, device=within.device)].mean()
+def spread_of(raw_pairs: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """The mean ``rho`` of the native values of the references' distinct pairs (the order of :func:`distinct_pairs`)."""
+    return distance.as_rho(raw_pairs).mean()
+
+
+def reference_spread(refs: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """How far apart K >= 2 reference embeddings (K, D) lie: their mean pairwise ``rho`` (what ``wnorm`` divides by),
+    over the K (K - 1) / 2 distinct pairs only (5 references: 10 comparisons, a DTW each, not 25)."""
+    i, j = distinct_pairs(refs.shape[0])
+    return spread_of(distance.raw(refs[i], refs[j]), distance)
 
 
 # --------------------------------------------------------------------------- templates and decisions
@@ -346,8 +353,7 @@ class Verifier(Method):
         if len(reps) < 2:
             return None
         with torch.no_grad():
-            e = torch.as_tensor(reps, dtype=torch.float32)
-            return float(reference_spread(self.distance.matrix(e, e), self.distance))
+            return float(reference_spread(torch.as_tensor(reps, dtype=torch.float32), self.distance))
 
     def check(self, template: Template) -> None:
         """Refuse a template made by another model."""

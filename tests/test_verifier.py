@@ -12,7 +12,7 @@ from tdnn_siamese.distances import Distance
 from tdnn_siamese.metrics import eer, threshold_at_far
 from tdnn_siamese.model import TDNN, TDNNConfig
 from tdnn_siamese.features import FeatureConfig
-from tdnn_siamese.verifier import STRATEGIES, Decision, Verifier, VerifierError, template_scores
+from tdnn_siamese.verifier import STRATEGIES, Decision, Verifier, VerifierError, reference_spread, template_scores
 
 from .conftest import SAMPLE
 
@@ -62,6 +62,24 @@ def test_each_strategy_matches_a_plain_loop(strategy, kind):
     got = template_scores(refs, queries, Distance(kind), strategy)
     want = [reference_score(refs.tolist(), q, kind, strategy) for q in queries.tolist()]
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "euclidean", "dtw"])
+def test_reference_spread_reads_each_distinct_pair_once(kind):
+    """The spread over the K (K - 1) / 2 pairs i < j equals the mean over every ordered pair i != j of the full
+    matrix (each distance is symmetric), and the wnorm score divides by it."""
+    g = torch.Generator().manual_seed(5)
+    refs, queries = torch.randn(5, 24, generator=g, dtype=torch.float64), torch.randn(3, 24, generator=g, dtype=torch.float64)
+    d = Distance(kind, frame_dim=4 if kind == "dtw" else 0)
+    if kind == "dtw":  # unit-length frames, as the encoder makes them
+        refs = torch.nn.functional.normalize(refs.view(5, 6, 4), dim=-1).view(5, 24)
+        queries = torch.nn.functional.normalize(queries.view(3, 6, 4), dim=-1).view(3, 24)
+    full = d.as_rho(d.matrix(refs, refs))
+    want = full[~torch.eye(5, dtype=torch.bool)].mean()
+    got = reference_spread(refs, d)
+    assert float(got) > 0 and float(got) == pytest.approx(float(want), rel=1e-9)
+    wn = template_scores(refs, queries, d, "wnorm")
+    np.testing.assert_allclose(wn.numpy(), (-d.as_rho(d.matrix(queries, refs)).mean(1) / want).numpy(), rtol=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "euclidean"])
