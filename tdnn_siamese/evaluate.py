@@ -36,7 +36,7 @@ from . import datasets
 from .atomic import atomic_write_text
 from .features import FeatureError
 from .formats import InputError
-from .metrics import summary, writer_specific_eer
+from .metrics import per_writer_eer, summary
 from .protocols import Protocol
 from .verifier import Method
 
@@ -127,8 +127,10 @@ def _figures(scores: pd.DataFrame) -> dict[str, Any]:
             out[kind] = None  # a missing class: reported as not available
             continue
         both = pd.concat([gen, imp])
-        ws, n_w = writer_specific_eer(both["writer"].to_numpy(), (both["kind"] == "genuine").to_numpy(), both["score"].to_numpy())
-        res: dict[str, Any] = {"global": summary(gen["score"], imp["score"]), "writer_specific": {"eer": None if np.isnan(ws) else ws, "n_writers": n_w}}
+        per = per_writer_eer(both["writer"].to_numpy(), (both["kind"] == "genuine").to_numpy(), both["score"].to_numpy())
+        ws = float(np.mean(list(per.values()))) if per else None  # writer_specific_eer's figure
+        res: dict[str, Any] = {"global": summary(gen["score"], imp["score"]),
+                               "writer_specific": {"eer": ws, "n_writers": len(per), "per_writer": per}}
         if "threshold" in scores:
             res["calibrated"] = {"far": float(np.mean(imp["score"] >= imp["threshold"])),
                                  "frr": float(np.mean(gen["score"] < gen["threshold"]))}
@@ -201,6 +203,7 @@ def markdown(rep: dict[str, Any]) -> str:
         cal = r.get("calibrated")
         lines.append(f"| {kind} | {_pct(g['eer'])} | {_pct(ws['eer'])} ({ws['n_writers']} writers) | {_pct(g['frr_at_far_1'])} | "
                      f"{_pct(g['frr_at_far_10'])} | {g['auc']:.4f} | " + (f"{_pct(cal['far'])} / {_pct(cal['frr'])}" if cal else "n/a") + " |")
+    lines += _hardest_writers(rep["results"])
     if rep.get("within_fold_global_mean"):
         m = rep["within_fold_global_mean"]
         lines += ["", f"Global EER within each fold (one model and one threshold per fold), mean over the {rep.get('folds')} folds: "
@@ -208,6 +211,21 @@ def markdown(rep: dict[str, Any]) -> str:
                   "under one threshold, so they also pay for differences between the folds' score scales."]
     lines += ["", "Plots: `far_frr.png` (FAR and FRR against the threshold, EER points marked), `det.png` (DET curves).", ""]
     return "\n".join(lines)
+
+
+def _hardest_writers(results: dict[str, Any], n: int = 5) -> list[str]:
+    """Lines naming the writers with the highest own EER per kind of forgery: a writer-specific mean can hide a
+    few writers the system fails."""
+    lines = []
+    for kind in IMPOSTOR_KINDS:
+        per = ((results.get(kind) or {}).get("writer_specific") or {}).get("per_writer") or {}
+        if not per:
+            continue
+        worst = sorted(((e, w) for w, e in per.items() if e > 0), key=lambda x: (-x[0], x[1]))[:n]
+        zero = sum(e == 0 for e in per.values())
+        text = ", ".join(f"{w} {_pct(e)}" for e, w in worst) if worst else "none"
+        lines.append(f"- {kind} forgeries, writers with the highest own EER: {text}; {zero} of {len(per)} writers at 0%.")
+    return ["", "Per writer (all figures in report.json):", ""] + lines if lines else []
 
 
 def write_report(out: str | Path, scores: pd.DataFrame, rep: dict[str, Any]) -> dict[str, Path]:

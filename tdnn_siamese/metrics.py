@@ -11,7 +11,7 @@ scores rejected.
   (one *global* threshold);
 - :func:`writer_specific_eer`: the mean over writers of each writer's own EER
   (a threshold per writer, chosen a posteriori), the figure most online
-  signature papers print.
+  signature papers print; :func:`per_writer_eer`: those EERs one by one.
 """
 
 from __future__ import annotations
@@ -129,23 +129,34 @@ def rates_at(genuine, impostor, threshold: float) -> tuple[float, float]:
     return float(np.mean(i >= threshold)), float(np.mean(g < threshold))
 
 
-def writer_specific_eer(writers, genuine_mask, scores) -> tuple[float, int]:
-    """Mean over writers of each writer's EER, and how many writers had both classes.
+def per_writer_eer(writers, genuine_mask, scores) -> dict[str, float]:
+    """Each writer's own EER (its own a posteriori threshold), for writers with both classes; sorted by name.
 
     ``writers``, ``genuine_mask`` (True = genuine trial, False = impostor) and
-    ``scores`` are parallel arrays, one entry per trial. Writers with no
-    genuine or no impostor trial are left out; with none left the result is NaN.
+    ``scores`` are parallel arrays, one entry per trial.
 
-    >>> writer_specific_eer(["a", "a", "b", "b"], [True, False, True, False], [0.9, 0.1, 0.2, 0.8])
-    (0.5, 2)
+    >>> per_writer_eer(["a", "a", "b", "b"], [True, False, True, False], [0.9, 0.1, 0.2, 0.8])
+    {'a': 0.0, 'b': 1.0}
     """
     w = np.asarray(writers)
     m = np.asarray(genuine_mask, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
-    per = []
+    out = {}
     for name in np.unique(w):
         sel = w == name
         g, i = s[sel & m], s[sel & ~m]
         if len(g) and len(i):
-            per.append(eer(g, i)[0])
+            out[str(name)] = eer(g, i)[0]
+    return out
+
+
+def writer_specific_eer(writers, genuine_mask, scores) -> tuple[float, int]:
+    """Mean over writers of each writer's EER (:func:`per_writer_eer`), and how many writers had both classes.
+
+    Writers with no genuine or no impostor trial are left out; with none left the result is NaN.
+
+    >>> writer_specific_eer(["a", "a", "b", "b"], [True, False, True, False], [0.9, 0.1, 0.2, 0.8])
+    (0.5, 2)
+    """
+    per = list(per_writer_eer(writers, genuine_mask, scores).values())
     return (float(np.mean(per)) if per else float("nan")), len(per)

@@ -42,6 +42,21 @@ def test_report_figures_equal_the_metric_functions():
     assert rep["trials_per_draw"] == {"genuine": 18, "skilled": 15, "random": 6} and rep["method"] == "x"
 
 
+def test_per_writer_eers_are_reported_and_the_worst_named():
+    t = score_table()
+    t.loc[(t.writer == "b") & (t.kind == "skilled"), "score"] = 5.0  # every skilled forgery of b beats its genuines
+    rep = report(t)
+    per = rep["results"]["skilled"]["writer_specific"]["per_writer"]
+    for w in ("a", "b", "c"):
+        sub = t[(t.writer == w) & t.kind.isin(["genuine", "skilled"])]
+        assert per[w] == eer(sub[sub.kind == "genuine"].score, sub[sub.kind == "skilled"].score)[0]
+    assert per["b"] == 1.0 and rep["results"]["skilled"]["writer_specific"]["eer"] == pytest.approx(np.mean(list(per.values())))
+    from tdnn_siamese.evaluate import markdown
+    line = next(x for x in markdown(rep).splitlines() if x.startswith("- skilled forgeries, writers with the highest own EER"))
+    assert line.split(": ", 1)[1].startswith("b 100.00%")
+    assert f"{sum(e == 0 for e in per.values())} of 3 writers at 0%" in line
+
+
 def test_a_missing_class_is_reported_as_not_available():
     rep = report(score_table(skilled=False))
     assert rep["results"]["skilled"] is None and rep["results"]["random"]["global"]["eer"] >= 0
