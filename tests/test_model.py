@@ -248,7 +248,7 @@ def test_training_embeds_mixed_lengths_in_groups_and_keeps_their_order_and_gradi
     w = torch.randn_like(grouped)
     g1 = torch.autograd.grad((grouped * w).sum(), list(enc.parameters()))
     g2 = torch.autograd.grad((alone * w).sum(), list(enc.parameters()))
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(g1, g2):  # float32 sums grouped differently (batch shape, thread count): error relative to the tensor's scale
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
     same = [torch.randn(50, 8) for _ in range(3)]
     torch.testing.assert_close(embed_batch(enc, same), enc(torch.stack(same)), rtol=1e-5, atol=1e-6)
