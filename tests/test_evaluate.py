@@ -57,6 +57,23 @@ def test_per_writer_eers_are_reported_and_the_worst_named():
     assert f"{sum(e == 0 for e in per.values())} of 3 writers at 0%" in line
 
 
+def test_the_worst_writers_line_lists_five_failing_writers_and_counts_the_perfect_ones(tmp_path):
+    rows = []
+    for n, w in enumerate("abcdefgh"):  # writer a: 0 forgeries above its genuines; b-h: 1..7 of 10 above (EER rises)
+        rows += [(w, f"{w}g{i}", "genuine", 1.0 + i) for i in range(10)]
+        rows += [(w, f"{w}s{i}", "skilled", 20.0 if i < n else -5.0) for i in range(10)]
+    t = pd.DataFrame(rows, columns=["writer", "query", "kind", "score"])
+    rep = report(t)
+    per = rep["results"]["skilled"]["writer_specific"]["per_writer"]
+    assert per["a"] == 0.0 and all(per[w] > 0 for w in "bcdefgh") and per["h"] > per["g"] > per["b"]
+    from tdnn_siamese.evaluate import markdown
+    line = next(x for x in markdown(rep).splitlines() if x.startswith("- skilled forgeries"))
+    named = [item.split()[0] for item in line.split(": ", 1)[1].split(";")[0].split(", ")]
+    assert named == ["h", "g", "f", "e", "d"] and line.endswith("1 of 8 writers at 0%.")  # the five worst, worst first; a left out
+    paths = write_report(tmp_path, t, rep)
+    assert json.loads(paths["report.json"].read_text())["results"]["skilled"]["writer_specific"]["per_writer"] == per
+
+
 def test_a_missing_class_is_reported_as_not_available():
     rep = report(score_table(skilled=False))
     assert rep["results"]["skilled"] is None and rep["results"]["random"]["global"]["eer"] >= 0
@@ -70,6 +87,9 @@ def test_draws_are_averaged_with_their_spread():
     assert rep["draws"] == 2 and rep["results"]["skilled"]["global"]["eer"] == pytest.approx(np.mean(e))
     assert rep["results_std_over_draws"]["skilled"]["global"]["eer"] == pytest.approx(np.std(e))
     assert rep["trials_per_draw"]["genuine"] == 18
+    per = {w: np.mean([eer(d[(d.writer == w) & (d.kind == "genuine")].score, d[(d.writer == w) & (d.kind == "skilled")].score)[0]
+                       for _, d in t.groupby("draw")]) for w in "abc"}
+    assert rep["results"]["skilled"]["writer_specific"]["per_writer"] == pytest.approx(per)  # each writer's EER, averaged over draws
 
 
 def test_write_report_writes_every_file(tmp_path):

@@ -64,19 +64,27 @@ def test_each_strategy_matches_a_plain_loop(strategy, kind):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("k", [2, 5])
 @pytest.mark.parametrize("kind", ["cosine", "euclidean", "dtw"])
-def test_reference_spread_reads_each_distinct_pair_once(kind):
-    """The spread over the K (K - 1) / 2 pairs i < j equals the mean over every ordered pair i != j of the full
-    matrix (each distance is symmetric), and the wnorm score divides by it."""
+def test_reference_spread_reads_each_distinct_pair_once(kind, k, monkeypatch):
+    """The spread compares each of the K (K - 1) / 2 pairs i < j once, equals the mean over every ordered pair
+    i != j of the full matrix (each distance is symmetric), and the wnorm score divides by it."""
     g = torch.Generator().manual_seed(5)
-    refs, queries = torch.randn(5, 24, generator=g, dtype=torch.float64), torch.randn(3, 24, generator=g, dtype=torch.float64)
+    refs, queries = torch.randn(k, 24, generator=g, dtype=torch.float64), torch.randn(3, 24, generator=g, dtype=torch.float64)
     d = Distance(kind, frame_dim=4 if kind == "dtw" else 0)
     if kind == "dtw":  # unit-length frames, as the encoder makes them
-        refs = torch.nn.functional.normalize(refs.view(5, 6, 4), dim=-1).view(5, 24)
+        refs = torch.nn.functional.normalize(refs.view(k, 6, 4), dim=-1).view(k, 24)
         queries = torch.nn.functional.normalize(queries.view(3, 6, 4), dim=-1).view(3, 24)
     full = d.as_rho(d.matrix(refs, refs))
-    want = full[~torch.eye(5, dtype=torch.bool)].mean()
+    want = full[~torch.eye(k, dtype=torch.bool)].mean()
+    seen = []
+    raw = Distance.raw
+    monkeypatch.setattr(Distance, "raw", lambda self, a, b: seen.append((a, b)) or raw(self, a, b))
     got = reference_spread(refs, d)
+    monkeypatch.undo()
+    assert [len(a) for a, _ in seen] == [k * (k - 1) // 2]  # one call, each distinct pair once
+    pairs = {(int(torch.nonzero((refs == x).all(1))[0]), int(torch.nonzero((refs == y).all(1))[0])) for x, y in zip(*seen[0])}
+    assert pairs == {(i, j) for i in range(k) for j in range(i + 1, k)}
     assert float(got) > 0 and float(got) == pytest.approx(float(want), rel=1e-9)
     wn = template_scores(refs, queries, d, "wnorm")
     np.testing.assert_allclose(wn.numpy(), (-d.as_rho(d.matrix(queries, refs)).mean(1) / want).numpy(), rtol=1e-9)
