@@ -539,7 +539,7 @@ def _add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variable-length", action="store_true", help="resample at 100 Hz instead of to a fixed length")
 
 
-STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm")  # verifier.STRATEGIES, without importing torch for --help
+STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm", "mean_offset", "nearest_offset")  # verifier.STRATEGIES, without importing torch for --help
 
 
 def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .distances import Distance
-from .verifier import MIN_REFERENCES, distinct_pairs, matrix_scores, spread_of, template_scores
+from .verifier import MIN_REFERENCES, SPREAD_STRATEGIES, distinct_pairs, matrix_scores, spread_of, template_scores
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _dtw_scores(embeddings: torch.Tensor, sizes: list[tuple[int, int, int]], dis
         q = torch.arange(start + k, start + k + ng + ni)
         r = torch.arange(start, start + k)
         ia.append(q.repeat_interleave(k)), ib.append(r.repeat(ng + ni))
-        if strategy == "wnorm":
+        if strategy in SPREAD_STRATEGIES:
             i, j = distinct_pairs(k)
             ia.append(r[i]), ib.append(r[j])
         start += k + ng + ni
@@ -148,7 +148,7 @@ def _dtw_scores(embeddings: torch.Tensor, sizes: list[tuple[int, int, int]], dis
         cross = raw[at : at + (ng + ni) * k].reshape(ng + ni, k)
         at += (ng + ni) * k
         spread = None
-        if strategy == "wnorm":
+        if strategy in SPREAD_STRATEGIES:
             spread = spread_of(raw[at : at + k * (k - 1) // 2], distance)
             at += k * (k - 1) // 2
         out.append(matrix_scores(cross, spread, distance, strategy))

@@ -66,7 +66,7 @@ from .model import PRESET_FEATURES, PRESET_STEPS, TDNN, CheckpointError, TDNNCon
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import fitting_k, sk_protocol
 from .signature import Signature
-from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
+from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, SPREAD_STRATEGIES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
 
 logger = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
         t = proto.trials[proto.trials.writer == w]
         queries = emb[t["query"].tolist()]
         cross = dist.matrix(queries, emb[refs])  # once for every strategy that reads comparisons only (a DTW each)
-        spread = reference_spread(emb[refs], dist) if "wnorm" in usable else None
+        spread = reference_spread(emb[refs], dist) if set(usable) & set(SPREAD_STRATEGIES) else None
         for strategy in usable:
             s = (matrix_scores(cross, spread, dist, strategy) if strategy in MATRIX_STRATEGIES
                  else template_scores(emb[refs], queries, dist, strategy))

@@ -27,8 +27,18 @@ Scoring strategies (``STRATEGIES``), over the similarity ``s = to_score(distance
   distance to the references divided by the mean distance among the
   references themselves, negated (1 = as far as the references are from
   each other; 0 = identical).
+- ``mean_offset``, ``nearest_offset``: ``mean`` or ``nearest`` plus a
+  quarter (``OFFSET_WEIGHT``) of the mean distance among the references
+  (the *spread*, what ``wnorm`` divides by). A writer whose references
+  vary a lot sees their genuine queries at larger distances too; the
+  offset moves each writer's scores towards a common scale, so one
+  threshold fits more writers (global EER). Within a writer every score
+  moves by the same amount: the order of that writer's queries, and so
+  the writer-specific EER, is that of ``mean`` / ``nearest``. The weight
+  was chosen on validation writers (README, "Ablation"): dividing by the
+  spread (``wnorm``) or adding all of it over-corrects.
 
-``gaussian`` and ``wnorm`` need at least two references. ``centroid`` and
+``gaussian``, ``wnorm`` and the offsets need at least two references. ``centroid`` and
 ``gaussian`` average embeddings value by value, which ignores the alignment
 of frame sequences, so a DTW model (``usable_strategies``) refuses them. A model file stores
 validation scores for every strategy; its default strategy is the one with
@@ -56,9 +66,12 @@ from .signature import Signature
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm")
-MIN_REFERENCES = {"mean": 1, "nearest": 1, "centroid": 1, "gaussian": 2, "wnorm": 2}
-MATRIX_STRATEGIES = ("mean", "nearest", "wnorm")  # read only the comparisons of queries with references (and among them)
+STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm", "mean_offset", "nearest_offset")
+MIN_REFERENCES = {"mean": 1, "nearest": 1, "centroid": 1, "gaussian": 2, "wnorm": 2, "mean_offset": 2, "nearest_offset": 2}
+MATRIX_STRATEGIES = ("mean", "nearest", "wnorm", "mean_offset", "nearest_offset")  # read only the comparisons of queries
+#   with references (and among them)
+SPREAD_STRATEGIES = ("wnorm", "mean_offset", "nearest_offset")  # need the references' spread (reference_spread)
+OFFSET_WEIGHT = 0.25  # the offsets add this share of the spread (chosen on validation writers: README, "Ablation")
 POSITIONAL = ("centroid", "gaussian")  # average embeddings value by value: meaningless for frame sequences compared by DTW
 
 
@@ -93,7 +106,7 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     if k < MIN_REFERENCES[strategy]:
         raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; the template has {k}")
     if strategy in MATRIX_STRATEGIES:
-        return matrix_scores(distance.matrix(queries, refs), reference_spread(refs, distance) if strategy == "wnorm" else None,
+        return matrix_scores(distance.matrix(queries, refs), reference_spread(refs, distance) if strategy in SPREAD_STRATEGIES else None,
                              distance, strategy)
     if strategy == "centroid":
         c = (F.normalize(refs, dim=-1) if distance.kind == "cosine" else refs).mean(dim=0, keepdim=True)  # (1, D)
@@ -106,16 +119,18 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
 
 
 def matrix_scores(cross: torch.Tensor, spread: torch.Tensor | None, distance: Distance, strategy: str) -> torch.Tensor:
-    """Scores (Q,) of the strategies that read only comparisons (``mean``, ``nearest``, ``wnorm``).
+    """Scores (Q,) of the strategies that read only comparisons (``MATRIX_STRATEGIES``).
 
     ``cross``: native values (Q, K) of queries against references;
-    ``spread``: the references' :func:`reference_spread` (``wnorm`` only).
+    ``spread``: the references' :func:`reference_spread` (``SPREAD_STRATEGIES`` only).
     """
     if strategy in ("mean", "nearest"):
         s = to_score(cross, distance)  # (Q, K)
         return s.mean(dim=1) if strategy == "mean" else s.max(dim=1).values
-    if strategy != "wnorm" or spread is None:
+    if strategy not in SPREAD_STRATEGIES or spread is None:
         raise VerifierError(f"strategy {strategy!r} is not scored from comparisons alone")
+    if strategy != "wnorm":  # mean_offset, nearest_offset: a per-writer shift by a share of the spread
+        return matrix_scores(cross, None, distance, strategy.removesuffix("_offset")) + OFFSET_WEIGHT * spread
     # wnorm: distances (>= 0, smaller = closer) relative to the spread among the references
     return -distance.as_rho(cross).mean(dim=1) / spread.clamp_min(_EPS)
 

@@ -14,6 +14,7 @@ from tdnn_siamese.cli import main
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.model import load_checkpoint
 from tdnn_siamese.train import RunConfig, apply_sets
+from tdnn_siamese.verifier import STRATEGIES
 
 from .conftest import SAMPLE, SMALL_TRAIN
 
@@ -42,7 +43,7 @@ def test_train_default_settings_on_the_sample(tmp_path, capsys):
     assert ck.provenance["seed"] == 0 and len(ck.provenance["data_fingerprint"]) == 64
     assert ck.provenance["torch_version"] == torch.__version__ and ck.provenance["package_version"]
     assert not set(ck.provenance["train_writers"]) & set(ck.provenance["val_writers"])
-    assert set(ck.calibration) == {"mean", "nearest", "wnorm"} and ck.scoring in ck.calibration  # the strategies DTW can score
+    assert set(ck.calibration) == {"mean", "nearest", "wnorm", "mean_offset", "nearest_offset"} and ck.scoring in ck.calibration  # the strategies DTW can score
     assert all(c["genuine"] and c["skilled"] and c["random"] for c in ck.calibration.values())
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
     assert "validation EER" in capsys.readouterr().out
@@ -180,7 +181,7 @@ def test_template_loss_trains_on_episodes_and_checks_its_settings(tmp_path, caps
     m = pd.read_csv(tmp_path / "t" / "metrics.csv")
     assert m["train_loss"].iloc[1:].notna().all() and (m["train_loss"].iloc[1:] > 0).all()
     assert m["train_loss"].iloc[2] < m["train_loss"].iloc[1]  # it learns
-    assert load_checkpoint(tmp_path / "t" / "model.pt").scoring in ("mean", "nearest", "centroid", "gaussian", "wnorm")
+    assert load_checkpoint(tmp_path / "t" / "model.pt").scoring in STRATEGIES
     capsys.readouterr()
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "bad"), "--loss", "template", "--set", "train.val_k=1", "--set", "train.scoring=wnorm", *SMALL]) == 2
     assert "needs 2 references" in capsys.readouterr().err
@@ -218,7 +219,7 @@ def test_dtw_over_frames_trains_verifies_and_checks_its_settings(tmp_path, capsy
     m = pd.read_csv(tmp_path / "d" / "metrics.csv")
     assert m["train_loss"].iloc[2] < m["train_loss"].iloc[1]
     ck = load_checkpoint(tmp_path / "d" / "model.pt")
-    assert ck.distance == "dtw" and set(ck.calibration) == {"mean", "nearest", "wnorm"}
+    assert ck.distance == "dtw" and set(ck.calibration) == {"mean", "nearest", "wnorm", "mean_offset", "nearest_offset"}
     v = Verifier.from_checkpoint(tmp_path / "d" / "model.pt")
     assert v.encoder.cfg.output_dim == 8 * 16  # 8 frames of 16
     table = datasets.load(SAMPLE)

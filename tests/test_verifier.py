@@ -51,7 +51,13 @@ def reference_score(refs, q, kind, strategy):
         var = [0.5 * v + 0.5 * mean_var + 1e-6 for v in var]
         return sum(-0.5 * ((qq[j] - mu[j]) ** 2 / var[j] + math.log(2 * math.pi * var[j])) for j in range(d)) / d
     within = [rho(a, b) for i, a in enumerate(refs) for j, b in enumerate(refs) if i != j]
-    return -(sum(rho(q, r) for r in refs) / len(refs)) / (sum(within) / len(within))
+    spread = sum(within) / len(within)
+    if strategy == "mean_offset":
+        return reference_score(refs, q, kind, "mean") + 0.25 * spread
+    if strategy == "nearest_offset":
+        return reference_score(refs, q, kind, "nearest") + 0.25 * spread
+    assert strategy == "wnorm", strategy
+    return -(sum(rho(q, r) for r in refs) / len(refs)) / spread
 
 
 @pytest.mark.parametrize("kind", ["cosine", "euclidean"])
@@ -88,6 +94,30 @@ def test_reference_spread_reads_each_distinct_pair_once(kind, k, monkeypatch):
     assert float(got) > 0 and float(got) == pytest.approx(float(want), rel=1e-9)
     wn = template_scores(refs, queries, d, "wnorm")
     np.testing.assert_allclose(wn.numpy(), (-d.as_rho(d.matrix(queries, refs)).mean(1) / want).numpy(), rtol=1e-9)
+    for base in ("mean", "nearest"):  # the offsets shift the base scores by a quarter of the same spread
+        shifted = template_scores(refs, queries, d, f"{base}_offset") - template_scores(refs, queries, d, base)
+        np.testing.assert_allclose(shifted.numpy(), np.full(3, 0.25 * float(want)), rtol=1e-9)
+
+
+def test_offsets_move_whole_writers_and_keep_each_writers_order():
+    """Two writers, one with tight references, one with spread-out ones (DTW frames): the offsets leave each
+    writer's query order (so the writer-specific EER) as mean / nearest give it, and raise the spread-out
+    writer's scores more, which is what lets one threshold fit both."""
+    g = torch.Generator().manual_seed(11)
+    d = Distance("dtw", frame_dim=4)
+    unit = lambda x: torch.nn.functional.normalize(x.view(len(x), 6, 4), dim=-1).view(len(x), 24)
+    centre = torch.randn(1, 24, generator=g, dtype=torch.float64)
+    tight, loose = unit(centre + 0.05 * torch.randn(5, 24, generator=g, dtype=torch.float64)), \
+        unit(centre + 0.8 * torch.randn(5, 24, generator=g, dtype=torch.float64))
+    queries = unit(centre + 0.4 * torch.randn(6, 24, generator=g, dtype=torch.float64))
+    lift = {}
+    for name, refs in (("tight", tight), ("loose", loose)):
+        for base in ("mean", "nearest"):
+            plain, off = template_scores(refs, queries, d, base), template_scores(refs, queries, d, f"{base}_offset")
+            assert torch.equal(torch.argsort(plain), torch.argsort(off))
+            lift[name, base] = float((off - plain).mean())
+    for base in ("mean", "nearest"):
+        assert lift["loose", base] > 2 * lift["tight", base] > 0
 
 
 @pytest.mark.parametrize("kind", ["cosine", "euclidean"])
