@@ -88,7 +88,8 @@ class VerifierError(ValueError):
 # --------------------------------------------------------------------------- scores
 
 
-def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distance, strategy: str = "mean") -> torch.Tensor:
+def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distance, strategy: str = "mean",
+                    spread: torch.Tensor | None = None) -> torch.Tensor:
     """Scores (Q,) of queries (Q, D) against one writer's references (K, D); higher = more genuine.
 
     >>> refs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -106,8 +107,9 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     if k < MIN_REFERENCES[strategy]:
         raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; the template has {k}")
     if strategy in MATRIX_STRATEGIES:
-        return matrix_scores(distance.matrix(queries, refs), reference_spread(refs, distance) if strategy in SPREAD_STRATEGIES else None,
-                             distance, strategy)
+        if strategy in SPREAD_STRATEGIES and spread is None:
+            spread = reference_spread(refs, distance)
+        return matrix_scores(distance.matrix(queries, refs), spread if strategy in SPREAD_STRATEGIES else None, distance, strategy)
     if strategy == "centroid":
         c = (F.normalize(refs, dim=-1) if distance.kind == "cosine" else refs).mean(dim=0, keepdim=True)  # (1, D)
         return to_score(distance.matrix(queries, c), distance)[:, 0]
@@ -158,12 +160,18 @@ def reference_spread(refs: torch.Tensor, distance: Distance) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Template:
-    """A writer's enrolled references: embeddings (K, D) float32 and where they came from."""
+    """A writer's enrolled references: embeddings (K, D) float32 and where they came from.
+
+    ``spread``: the references' :func:`reference_spread` in the model's
+    distance, when the template was made for a strategy that reads it
+    (``SPREAD_STRATEGIES``): computed once at enrollment, not at every query.
+    """
 
     writer: str
     embeddings: np.ndarray
     sources: tuple[str, ...]
     model_fingerprint: str
+    spread: float | None = None
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or len(self.embeddings) == 0:
@@ -359,8 +367,11 @@ class Verifier(Method):
     # ---- templates and scores
 
     def template(self, writer: str, reps: np.ndarray, sources: Sequence[str] = ()) -> Template:
-        """A template from reference embeddings (K, D) made by this model."""
-        return Template(writer, np.asarray(reps, np.float32), tuple(sources), self.fingerprint)
+        """A template from reference embeddings (K, D) made by this model (with their spread when the
+        model's strategy reads it)."""
+        reps = np.asarray(reps, np.float32)
+        spread = self.spread(reps) if self.strategy in SPREAD_STRATEGIES else None
+        return Template(writer, reps, tuple(sources), self.fingerprint, spread)
 
     def spread(self, reps: np.ndarray) -> float | None:
         """How far apart reference embeddings (K, D) lie in this model's distance: their mean pairwise ``rho``
@@ -380,6 +391,7 @@ class Verifier(Method):
         """Scores (Q,) of query embeddings (Q, D) against a template."""
         self.check(template)
         with torch.no_grad():
+            spread = None if template.spread is None else torch.tensor(template.spread, dtype=torch.float32)
             s = template_scores(torch.from_numpy(template.embeddings), torch.as_tensor(reps, dtype=torch.float32),
-                                self.distance, self.strategy)
+                                self.distance, self.strategy, spread)
         return s.numpy().astype(np.float64)

@@ -187,6 +187,32 @@ def test_thresholds_come_from_the_stored_validation_scores():
         _verifier(cal, "wnorm").threshold()
 
 
+@pytest.mark.parametrize("strategy", ["wnorm", "mean_offset", "nearest_offset", "mean"])
+def test_a_template_carries_its_spread_so_queries_do_not_recompute_it(strategy, monkeypatch):
+    """Made for a strategy that reads the spread, a template holds it (the value reference_spread gives);
+    scoring a query then does not compute it again, and gives the scores of the recomputing path. A template made for another strategy holds none and is still
+    scored by every strategy."""
+    v = _verifier({}, strategy)
+    g = np.random.default_rng(4)
+    reps = g.normal(size=(5, v.encoder.cfg.output_dim)).astype(np.float32)
+    queries = g.normal(size=(3, v.encoder.cfg.output_dim)).astype(np.float32)
+    t = v.template("w", reps)
+    if strategy == "mean":
+        assert t.spread is None
+        v.strategy = "mean_offset"  # scored by a strategy the template was not made for: computed on the fly
+    else:
+        assert t.spread == pytest.approx(float(reference_spread(torch.from_numpy(reps), v.distance)), rel=1e-7)
+    want = template_scores(torch.from_numpy(reps), torch.from_numpy(queries), v.distance, v.strategy).numpy()
+    import tdnn_siamese.verifier as verifier_module
+
+    calls = []
+    spread_fn = verifier_module.reference_spread
+    monkeypatch.setattr(verifier_module, "reference_spread", lambda refs, d: calls.append(len(refs)) or spread_fn(refs, d))
+    got = v.score_reps(t, queries)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert calls == ([] if t.spread is not None else [5])
+
+
 def test_templates_from_another_model_are_refused(sample_model):
     v = Verifier.from_checkpoint(sample_model)
     other = _verifier({})
