@@ -105,7 +105,10 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
                             f"usable: {', '.join(usable_strategies(distance.kind))}")
     k = refs.shape[0]
     if k < MIN_REFERENCES[strategy]:
-        raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; the template has {k}")
+        hint = (f"; with one reference, score with {strategy.removesuffix('_offset')!r} (the same order of a writer's queries)"
+                if strategy.endswith("_offset") else "")
+        raise VerifierError(f"scoring strategy {strategy!r} needs at least {MIN_REFERENCES[strategy]} references; "
+                            f"the template has {k}{hint}")
     if strategy in MATRIX_STRATEGIES:
         if strategy in SPREAD_STRATEGIES and spread is None:
             spread = reference_spread(refs, distance)

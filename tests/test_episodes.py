@@ -100,7 +100,7 @@ def test_no_impostor_for_any_template_writer_is_refused():
         EpisodeSampler(t, min_refs=2)
 
 
-@pytest.mark.parametrize("strategy", ["mean", "nearest", "wnorm", "nearest_offset"])
+@pytest.mark.parametrize("strategy", ["mean", "nearest", "wnorm", "mean_offset", "nearest_offset"])
 def test_dtw_episodes_score_in_one_batch_what_template_scores_gives(strategy):
     """The batched soft-DTW path of the loss must equal scoring each episode with the verifier's template_scores."""
     torch.manual_seed(0)

@@ -146,6 +146,8 @@ def test_scores_ignore_reference_order_and_identical_references_stay_finite(stra
 def test_strategies_needing_two_references_say_so():
     with pytest.raises(VerifierError, match="at least 2 references"):
         template_scores(torch.randn(1, 4), torch.randn(1, 4), Distance("cosine"), "gaussian")
+    with pytest.raises(VerifierError, match="at least 2 references.*score with 'nearest'"):
+        template_scores(torch.randn(1, 4), torch.randn(1, 4), Distance("cosine"), "nearest_offset")
     with pytest.raises(VerifierError, match="unknown scoring strategy"):
         template_scores(torch.randn(2, 4), torch.randn(1, 4), Distance("cosine"), "median")
 
