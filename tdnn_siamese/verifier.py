@@ -306,7 +306,9 @@ class Verifier(Method):
         """
         cal = self.calibration.get(self.strategy)
         if not cal or not cal.get("genuine"):
-            raise VerifierError(f"{self.source or 'the model'} holds no validation scores for strategy {self.strategy!r}; "
+            older = (" (a model trained before this strategy existed holds none: retrain it to calibrate the strategy)"
+                     if self.calibration and self.strategy not in self.calibration else "")
+            raise VerifierError(f"{self.source or 'the model'} holds no validation scores for strategy {self.strategy!r}{older}; "
                                 "give an explicit threshold")
         impostor = cal.get("skilled") or cal.get("random")
         if not impostor:

@@ -187,6 +187,10 @@ def test_thresholds_come_from_the_stored_validation_scores():
         v.threshold(1.5)
     with pytest.raises(VerifierError, match="no validation scores for strategy 'wnorm'"):
         _verifier(cal, "wnorm").threshold()
+    with pytest.raises(VerifierError, match="'mean_offset' .a model trained before this strategy existed holds none"):
+        _verifier(cal, "mean_offset").threshold()  # a model file from before the offsets: its calibration lacks them
+    with pytest.raises(VerifierError, match="no validation scores for strategy 'mean'; give"):
+        _verifier({}).threshold()  # no calibration at all: nothing suggests an older model
 
 
 @pytest.mark.parametrize("strategy", ["wnorm", "mean_offset", "nearest_offset", "mean"])
