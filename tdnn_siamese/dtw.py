@@ -70,7 +70,8 @@ class DTWConfig(StrictConfig):
 
     @property
     def features(self) -> FeatureConfig:
-        return FeatureConfig(feature_set=self.feature_set, n_steps=None, rate_hz=self.rate_hz, smooth_sigma=self.smooth_sigma)
+        return FeatureConfig(feature_set=self.feature_set, n_steps=None, rate_hz=self.rate_hz, smooth_sigma=self.smooth_sigma,
+                             znorm=True)
 
 
 def dtw_distance(a: np.ndarray, b: np.ndarray, window: float = 0.1) -> float:
@@ -98,11 +99,6 @@ class DTWTemplate:
         return len(self.references)
 
 
-def _znorm(f: np.ndarray) -> np.ndarray:
-    sd = f.std(axis=0)
-    return (f - f.mean(axis=0)) / np.where(sd > 1e-9, sd, 1.0)
-
-
 class DTWVerifier(Method):
     """Reference-normalised multivariate DTW with the verifier's methods."""
 
@@ -112,10 +108,10 @@ class DTWVerifier(Method):
 
     def features(self, signature: Signature) -> np.ndarray:
         """Per-signature z-normalised feature sequence (T, F), float64."""
-        return _znorm(extract(signature, self.feature_config).astype(np.float64))
+        return extract(signature, self.feature_config).astype(np.float64)
 
     def features_many(self, signatures: Sequence[Signature]) -> list[np.ndarray]:
-        return [_znorm(f.astype(np.float64)) for f in extract_many(signatures, self.feature_config)]
+        return [f.astype(np.float64) for f in extract_many(signatures, self.feature_config)]
 
     def represent(self, feats: Sequence[np.ndarray]) -> list[np.ndarray]:
         return list(feats)

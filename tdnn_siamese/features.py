@@ -94,6 +94,10 @@ class FeatureConfig(StrictConfig):
     smooth_sigma : Gaussian smoothing width in steps (0 turns it off).
     gap_factor : a raw sampling gap longer than this many median steps is pen-up.
     max_steps : longest sequence the variable-length mode produces (an error beyond).
+    znorm : z-normalise every channel over each signature's own steps, as the
+        DTW baseline does: speeds and accelerations lose their absolute scale,
+        so a writer who signs faster or slower on another day still matches
+        his references (a channel constant over a signature becomes 0).
     """
 
     feature_set: str = "bromley"
@@ -102,6 +106,7 @@ class FeatureConfig(StrictConfig):
     smooth_sigma: float = 1.0
     gap_factor: float = 4.0
     max_steps: int = 12000
+    znorm: bool = False
 
     def validate(self) -> None:
         if self.feature_set not in FEATURE_SETS:
@@ -300,6 +305,8 @@ def _extract_batch(sigs: list[Signature], cfg: FeatureConfig) -> list[np.ndarray
             f[c] = _masked_zscore(r[c], valid, n)
     if "pressure_rate" in cfg.channels:
         f["pressure_rate"] = _gradient(f["pressure"], h, n)
+    if cfg.znorm:
+        f = {c: _masked_zscore(f[c], valid, n) for c in cfg.channels}
     out = np.stack([f[c] for c in cfg.channels], axis=2)  # (B, T, F)
     finite = np.where(valid[:, :, None], np.isfinite(out), True).all(axis=(1, 2))
     if not finite.all():

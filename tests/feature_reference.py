@@ -63,4 +63,6 @@ def extract(sig: Signature, cfg: FeatureConfig) -> np.ndarray:
             f[c] = (v - v.mean()) / v.std() if v.std() > EPS else np.zeros_like(v)
     if "pressure_rate" in cfg.channels:
         f["pressure_rate"] = np.gradient(f["pressure"], h)
+    if cfg.znorm:
+        f = {c: (v - v.mean()) / v.std() if v.std() > EPS else np.zeros_like(v) for c, v in f.items()}
     return np.stack([f[c] for c in cfg.channels], axis=1).astype(np.float32)

@@ -42,6 +42,20 @@ def test_identical_sequences_cost_zero_and_a_narrow_band_costs_more():
     assert dtw_distance(x, shifted, window=0.02) > dtw_distance(x, shifted, window=0.5)
 
 
+def test_dtw_features_are_z_normalised_per_signature():
+    """The baseline compares kinematic features z-normalised over each signature (``features.znorm``)."""
+    from tdnn_siamese.features import extract
+
+    sig = make_signature(n=150, seed=2)
+    v = DTWVerifier()
+    raw = extract(sig, DTWConfig().features.replace(znorm=False)).astype(np.float64)
+    want = (raw - raw.mean(0)) / raw.std(0)
+    got = v.features(sig)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v.features_many([sig])[0], got)
+
+
 def test_dtw_verifier_scores_genuines_above_forgeries_on_the_sample():
     t = datasets.load(SAMPLE)
     v = DTWVerifier()

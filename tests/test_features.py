@@ -140,12 +140,12 @@ def _irregular(seed: int) -> Signature:
 
 
 @pytest.mark.parametrize("feature_set", sorted(FEATURE_SETS))
-@pytest.mark.parametrize("n_steps", [200, 37, None])
-def test_batched_features_equal_the_plain_reference(feature_set, n_steps, monkeypatch):
+@pytest.mark.parametrize("n_steps,znorm", [(200, False), (37, False), (None, False), (200, True), (None, True)])
+def test_batched_features_equal_the_plain_reference(feature_set, n_steps, znorm, monkeypatch):
     """Many signatures of different lengths featurised together give each one's own features, in order."""
     monkeypatch.setattr(features, "BATCH", 3)  # several batches, some padded
     sigs = [_irregular(s) for s in range(5)] + synth.generate(2, 2, 1, seed=7)
-    cfg = FeatureConfig(feature_set=feature_set, n_steps=n_steps)
+    cfg = FeatureConfig(feature_set=feature_set, n_steps=n_steps, znorm=znorm)
     got = extract_many(sigs, cfg)
     assert len(got) == len(sigs)
     for sig, f in zip(sigs, got):
@@ -161,6 +161,31 @@ def test_batched_features_equal_the_reference_on_public_files(svc_root):
                 FeatureConfig(feature_set="rich", n_steps=None)):
         for sig, f in zip(sigs, extract_many(sigs, cfg)):
             np.testing.assert_allclose(f, feature_reference.extract(sig, cfg), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_steps", [200, None])
+def test_znorm_gives_every_channel_zero_mean_and_unit_spread_per_signature(n_steps):
+    """``znorm`` z-normalises each channel over the signature's own steps, so a faster signing of the same
+    trajectory gives the same velocities and accelerations (the DTW baseline's normalisation)."""
+    sig = make_signature(n=120, seed=3)
+    fast = Signature(t=sig.t[0] + (sig.t - sig.t[0]) / 2, x=sig.x, y=sig.y, pen_down=sig.pen_down, pressure=sig.pressure,
+                     azimuth=sig.azimuth, altitude=sig.altitude)  # the same path in half the time
+    plain = FeatureConfig(feature_set="kinematic", n_steps=200)
+    cfg = FeatureConfig(feature_set="kinematic", n_steps=200 if n_steps else None, znorm=True)
+    f, raw = extract(sig, cfg), extract(sig, FeatureConfig(feature_set="kinematic", n_steps=cfg.n_steps))
+    np.testing.assert_allclose(f.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(f.std(0), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(f, (raw - raw.mean(0)) / raw.std(0), rtol=1e-4, atol=1e-4)
+    # without znorm, half the time doubles the velocities; with it, the fixed-length sequences agree
+    np.testing.assert_allclose(extract(fast, plain)[:, 0], 2 * extract(sig, plain)[:, 0], rtol=1e-4, atol=1e-3)
+    if n_steps:
+        np.testing.assert_allclose(extract(fast, cfg), f, rtol=1e-4, atol=1e-4)
+    # a channel constant over the signature (pen always down) becomes 0, not NaN
+    still = Signature(t=sig.t, x=sig.x, y=sig.y, pen_down=np.ones(len(sig.t), bool))
+    pd_col = extract(still, FeatureConfig(n_steps=200, znorm=True))[:, 0]
+    assert np.all(pd_col == 0.0)
+    with pytest.raises(ConfigError, match="znorm"):
+        FeatureConfig(znorm=1)
 
 
 def test_a_bad_signature_in_a_batch_is_named():
