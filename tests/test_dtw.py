@@ -6,6 +6,7 @@ import pytest
 from tdnn_siamese import datasets
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.dtw import DTWConfig, DTWVerifier, dtw_distance
+from tdnn_siamese.features import extract
 from tdnn_siamese.verifier import VerifierError
 
 from .conftest import SAMPLE, make_signature
@@ -44,8 +45,6 @@ def test_identical_sequences_cost_zero_and_a_narrow_band_costs_more():
 
 def test_dtw_features_are_z_normalised_per_signature():
     """The baseline compares kinematic features z-normalised over each signature (``features.znorm``)."""
-    from tdnn_siamese.features import extract
-
     sig = make_signature(n=150, seed=2)
     v = DTWVerifier()
     raw = extract(sig, DTWConfig().features.replace(znorm=False)).astype(np.float64)
@@ -101,3 +100,38 @@ def test_dtw_experiment_on_svc2004_meets_the_published_plain_dtw_figure(svc_root
     assert skilled["writer_specific"]["eer"] <= 0.06 and skilled["writer_specific"]["n_writers"] == 40
     assert skilled["global"]["eer"] <= 0.127  # the plain DTW the issue quotes: 12.7% global
     assert "skilled" in capsys.readouterr().out
+
+
+def test_normalisation_script_on_the_sample(tmp_path, capsys):
+    """scripts/dtw_normalisation.py: its 'signature' normalisation is the baseline's features, its 'global' one
+    standardises over the corpus; it scores the bundled sample, writes both per-writer columns, and says so when
+    the corpus is missing."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("dtw_normalisation", Path(__file__).resolve().parent.parent / "scripts" / "dtw_normalisation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(3.0, s, size=(n, 5)) for s, n in ((1.0, 40), (5.0, 60))]
+    norm = mod.normalised(feats)
+    for f in norm["signature"]:
+        np.testing.assert_allclose(f.mean(0), 0.0, atol=1e-12)
+        np.testing.assert_allclose(f.std(0), 1.0)
+    both = np.concatenate(norm["global"])
+    np.testing.assert_allclose(both.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(both.std(0), 1.0)
+    assert norm["global"][1].std(0).min() > 2 * norm["global"][0].std(0).max()  # the spread of the signatures is kept
+    sig = datasets.load_signatures(datasets.load(SAMPLE).iloc[:1])[0]
+    plain = extract(sig, DTWConfig().features.replace(znorm=False)).astype(np.float64)
+    np.testing.assert_allclose(mod.normalised([plain])["signature"][0], DTWVerifier().features(sig), rtol=1e-5, atol=1e-5)
+    out = tmp_path / "per_writer.csv"
+    assert mod.main(["--data", str(SAMPLE), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "signature skilled EER" in printed and "global    skilled EER" in printed
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["writer", "signature", "global"] and len(table) == len(datasets.writers(datasets.load(SAMPLE)))
+    assert table[["signature", "global"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert mod.main(["--data", str(tmp_path / "none")]) == 0 and "not found" in capsys.readouterr().err
