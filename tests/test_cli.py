@@ -33,6 +33,8 @@ def test_synth_then_inspect(tmp_path, capsys):
     assert "200 steps x 8 channels" in out
     assert main(["inspect", str(tmp_path / "c" / "synth0001" / "g01.csv"), "--features", "extended"]) == 0
     assert "13 channels" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "c" / "synth0001" / "g01.csv"), "--features", "rich", "--variable-length"]) == 0
+    assert "12 channels" in capsys.readouterr().out
 
 
 def test_bad_file_gives_one_line_and_exit_2(tmp_path):
