@@ -49,6 +49,12 @@ Feature sets (``FEATURE_SETS``):
 Speeds and accelerations keep physical time, so a slow, careful forgery
 looks slow even after resampling to 200 steps. Their scales are large;
 the model standardises its input with statistics of the training data.
+``FeatureConfig.znorm`` instead z-normalises every channel over each
+signature's own steps, as classic DTW verifiers do: the absolute tempo is
+lost, and with it the mismatch of a writer who signs faster on another day
+(on SVC2004 the DTW baseline's writer-specific skilled EER is 3.1% with it
+and 8.5% with one global standardisation); the default `modern` training
+uses it.
 """
 
 from __future__ import annotations

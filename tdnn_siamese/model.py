@@ -28,7 +28,8 @@ Presets (``TDNNConfig.preset``):
   and a linear projection to 128 values (``POOLED_MODEL_DEFAULTS``). It
   trains on the ``kinematic`` features by default (``PRESET_FEATURES``): on
   SVC2004 they had the lowest validation EER of the sets tried (README,
-  "Ablation"). Padding never changes an embedding: padded steps are zeroed
+  "Ablation"), z-normalised per signature as the DTW baseline's are
+  (``PRESET_ZNORM``). Padding never changes an embedding: padded steps are zeroed
   before every convolution and excluded from pooling, and the
   normalisation is per step.
 
@@ -83,6 +84,7 @@ POOLED_MODEL_DEFAULTS: dict[str, Any] = {"frame_steps": 0, "segments": 8, "embed
 MAX_FRAMES = 512  # the most frames (``segments``) of a rate-based ``frames`` pooling
 PRESET_FEATURES = {"bromley": "bromley", "modern": "kinematic"}  # the feature set each preset trains on by default
 PRESET_STEPS = {"bromley": 200, "modern": None}  # and its input length: Bromley's 200 steps, or 100 Hz (variable length)
+PRESET_ZNORM = {"bromley": False, "modern": True}  # and whether every channel is z-normalised per signature (``features.znorm``)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
-from .model import PRESET_FEATURES, PRESET_STEPS, TDNN, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
+from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import fitting_k, sk_protocol
 from .signature import Signature
@@ -179,7 +179,8 @@ class RunConfig:
         preset = model.pop("preset", "modern")
         if "n_features" in model:
             raise ConfigError("model.n_features follows from the feature set; do not set it")
-        preset_features = FeatureConfig(feature_set=PRESET_FEATURES.get(preset, "bromley"), n_steps=PRESET_STEPS.get(preset, 200))
+        preset_features = FeatureConfig(feature_set=PRESET_FEATURES.get(preset, "bromley"), n_steps=PRESET_STEPS.get(preset, 200),
+                                        znorm=PRESET_ZNORM.get(preset, False))
         features = FeatureConfig.from_dict({**preset_features.to_dict(), **sections.get("features", {})})
         model_cfg = TDNNConfig.from_preset(preset, features.n_features, **model)
         train_defaults = {} if model_cfg.pooling == "frames" else POOLED_TRAIN_DEFAULTS

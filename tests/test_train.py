@@ -112,11 +112,12 @@ def test_run_folder_is_never_overwritten_and_resume_keeps_settings(tmp_path, cap
 
 def test_config_sections_sets_and_errors(tmp_path):
     cfg = RunConfig.from_sections(apply_sets({}, ["model.preset=bromley", "train.lr=0.01", "train.mix=[0.6,0.3,0.1]"]))
-    assert cfg.model.preset == "bromley" and cfg.features.n_steps == 200 and cfg.model.n_features == 8
+    assert cfg.model.preset == "bromley" and cfg.features.n_steps == 200 and cfg.model.n_features == 8 and not cfg.features.znorm
     assert cfg.train.lr == 0.01 and cfg.train.mix == (0.6, 0.3, 0.1)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg  # what --resume reads back from config.json
     cfg = RunConfig.from_sections({"features": {"feature_set": "extended"}})
     assert cfg.model.n_features == 13 and cfg.features.n_steps is None  # the modern preset reads 100 Hz, variable length
+    assert cfg.features.znorm and not RunConfig.from_sections(apply_sets({}, ["features.znorm=false"])).features.znorm
     assert cfg.train.epochs == 34 and RunConfig.from_sections(apply_sets({}, ["model.pooling=stats"])).train.epochs == 40
     for bad, msg in [(["train.lr=fast"], "TrainConfig.lr"), (["optim.lr=1"], "unknown config section"), (["lr=1"], "section.key=value"),
                      (["train.epoch=3"], "unknown TrainConfig key"), (["model.n_features=3"], "follows from the feature set"),
