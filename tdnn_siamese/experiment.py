@@ -88,6 +88,8 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         if progress:
             progress("fold", f, folds, len(train_w), len(test_w))
         if resume and all(p.is_file() for p in done.values()):
+            if method != "dtw":
+                _check_finished_fold(fold_dir, run_config)
             for k in ks:
                 parts[k].append(pd.read_csv(done[k], dtype={"writer": str}))
             continue
@@ -152,6 +154,27 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         rep["within_fold_global_mean"] = fold_means(pooled)
         results[k] = (pooled, rep)
     return results
+
+
+def _check_finished_fold(fold_dir: Path, run_config) -> None:
+    """A finished fold read back on ``--resume`` must have been trained with the settings given now: a fold
+    trained otherwise would mix two systems in one pooled report (whose meta names only today's settings)."""
+    from .config import ConfigError
+    from .train import RunConfig
+
+    path = fold_dir / "run" / "config.json"
+    if not path.is_file():  # scores without their run (placed there by hand): nothing to compare
+        return
+    try:  # compared as resolved configs, as a resumed training run is
+        saved = RunConfig.from_dict(json.loads(path.read_text())).to_dict()
+    except (ConfigError, ValueError, TypeError):
+        raise ProtocolError(f"{path}: not a readable run configuration; remove {fold_dir} to train that fold again") from None
+    now = run_config.to_dict()
+    diff = next((f"{sec}.{key} = {saved[sec].get(key)!r} there, {now[sec].get(key)!r} now" for sec in now
+                 for key in sorted(set(now[sec]) | set(saved.get(sec, {}))) if saved.get(sec, {}).get(key) != now[sec].get(key)), None)
+    if diff is not None:
+        raise ProtocolError(f"{fold_dir}: this finished fold was trained with other settings ({diff}); resume with the "
+                            "settings it was trained with, or write to a new --out")
 
 
 def fuse_fold(verifier, dtw, val: pd.DataFrame, test: pd.DataFrame, k: int, draws: int, seed: int,

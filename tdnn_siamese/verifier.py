@@ -194,11 +194,17 @@ class Decision:
     threshold: float
 
 
+# FeatureConfig fields added after stores existed, with the value every earlier model had: hashed only when a
+# model differs from it, so an existing model keeps its fingerprint (and its template stores) across versions.
+_LATER_FEATURE_FIELDS = {"znorm": False}
+
+
 def model_fingerprint(encoder: TDNN, feature_config: FeatureConfig, distance: str) -> str:
     """SHA-256 of what makes embeddings comparable: architecture, weights, features, distance."""
     h = hashlib.sha256()
     h.update(repr(sorted(encoder.cfg.to_dict().items())).encode())
-    h.update(repr(sorted(feature_config.to_dict().items())).encode())
+    features = {k: v for k, v in feature_config.to_dict().items() if not (k in _LATER_FEATURE_FIELDS and v == _LATER_FEATURE_FIELDS[k])}
+    h.update(repr(sorted(features.items())).encode())
     h.update(distance.encode())
     for name, t in sorted(encoder.state_dict().items()):
         h.update(name.encode())

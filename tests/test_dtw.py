@@ -52,7 +52,11 @@ def test_dtw_features_are_z_normalised_per_signature():
     got = v.features(sig)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(v.features_many([sig])[0], got)
+    longer = make_signature(n=260, seed=5)  # featurised in one padded batch with sig: padding must not count
+    for one, many in zip((sig, longer), v.features_many([sig, longer])):
+        np.testing.assert_allclose(many, v.features(one), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(many.mean(0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(many.std(0), 1.0, rtol=1e-4)
 
 
 def test_dtw_verifier_scores_genuines_above_forgeries_on_the_sample():

@@ -190,6 +190,14 @@ def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsy
                  "--epochs", "1", *SMALL_TRAIN]) == 0
     assert (out / "fold1" / "run" / "model.pt").stat().st_mtime == mtime
     pd.testing.assert_frame_equal(pd.read_csv(out / "scores.csv"), scores)
+    # resuming with other settings would pool two systems in one report: refused, naming the setting
+    (out / "report.json").unlink()
+    capsys.readouterr()
+    assert main(["experiment", "--method", "tdnn", "--data", str(SAMPLE), "--folds", "2", "--out", str(out), "--resume",
+                 "--epochs", "1", *SMALL_TRAIN, "--set", "features.znorm=false"]) == 2
+    err = capsys.readouterr().err
+    assert "fold1: this finished fold was trained with other settings (features.znorm = True there, False now)" in err
+    assert (out / "fold1" / "run" / "model.pt").stat().st_mtime == mtime
 
 
 @pytest.mark.slow

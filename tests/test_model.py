@@ -165,6 +165,18 @@ def test_checkpoint_round_trip_is_self_contained(tmp_path):
     assert not ck.encoder.training
 
 
+def test_a_file_from_before_znorm_reads_as_not_normalised(tmp_path):
+    """Models saved before ``features.znorm`` existed hold no such key: they were trained without it."""
+    _save(tmp_path / "model.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    del payload["feature_config"]["znorm"]
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").feature_config.znorm is False
+    payload["feature_config"]["znorm"] = True
+    torch.save(payload, tmp_path / "new.pt")
+    assert load_checkpoint(tmp_path / "new.pt").feature_config.znorm is True
+
+
 def test_version_1_files_are_read_as_the_mean_strategy(tmp_path):
     enc = _save(tmp_path / "model.pt")
     payload = torch.load(tmp_path / "model.pt", weights_only=True)

@@ -229,6 +229,32 @@ def test_templates_from_another_model_are_refused(sample_model):
         v.enroll("w", [])
 
 
+def test_a_later_feature_field_at_its_old_value_keeps_the_fingerprint():
+    """A model made before ``features.znorm`` existed (so without it) keeps the fingerprint it had, and with it
+    its template stores; a model trained with znorm has another one."""
+    import hashlib
+
+    from tdnn_siamese.verifier import model_fingerprint
+
+    torch.manual_seed(0)
+    enc = TDNN(TDNNConfig.from_preset("modern", 5, channels=(8, 8, 8, 8, 8), embedding_dim=4, segments=16))
+    old = FeatureConfig(feature_set="kinematic", n_steps=None)
+
+    def as_before(features: dict) -> str:  # the fingerprint as computed before znorm existed
+        h = hashlib.sha256()
+        h.update(repr(sorted(enc.cfg.to_dict().items())).encode())
+        h.update(repr(sorted(features.items())).encode())
+        h.update(b"dtw")
+        for name, t in sorted(enc.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    before = {k: v for k, v in old.to_dict().items() if k != "znorm"}
+    assert model_fingerprint(enc, old, "dtw") == as_before(before)
+    assert model_fingerprint(enc, old.replace(znorm=True), "dtw") not in (as_before(before), model_fingerprint(enc, old, "dtw"))
+
+
 # --------------------------------------------------------------------------- round trip
 
 
