@@ -160,7 +160,7 @@ def _check_finished_fold(fold_dir: Path, run_config) -> None:
     """A finished fold read back on ``--resume`` must have been trained with the settings given now: a fold
     trained otherwise would mix two systems in one pooled report (whose meta names only today's settings)."""
     from .config import ConfigError
-    from .train import RunConfig
+    from .train import RunConfig, config_difference
 
     path = fold_dir / "run" / "config.json"
     if not path.is_file():  # scores without their run (placed there by hand): nothing to compare
@@ -169,9 +169,7 @@ def _check_finished_fold(fold_dir: Path, run_config) -> None:
         saved = RunConfig.from_dict(json.loads(path.read_text())).to_dict()
     except (ConfigError, ValueError, TypeError):
         raise ProtocolError(f"{path}: not a readable run configuration; remove {fold_dir} to train that fold again") from None
-    now = run_config.to_dict()
-    diff = next((f"{sec}.{key} = {saved[sec].get(key)!r} there, {now[sec].get(key)!r} now" for sec in now
-                 for key in sorted(set(now[sec]) | set(saved.get(sec, {}))) if saved.get(sec, {}).get(key) != now[sec].get(key)), None)
+    diff = config_difference(saved, run_config.to_dict())
     if diff is not None:
         raise ProtocolError(f"{fold_dir}: this finished fold was trained with other settings ({diff}); resume with the "
                             "settings it was trained with, or write to a new --out")

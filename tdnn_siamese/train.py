@@ -204,6 +204,18 @@ def read_config_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return doc
 
 
+def config_difference(saved: dict[str, dict[str, Any]] | None, now: dict[str, dict[str, Any]]) -> str | None:
+    """The first setting where two resolved ``RunConfig.to_dict()`` differ, as ``section.key = A there, B now``
+    (None when they agree; ``saved`` None = unreadable)."""
+    if saved is None:
+        return "its saved settings cannot be read"
+    for sec in now:
+        for key in sorted(set(now[sec]) | set(saved.get(sec, {}))):
+            if saved.get(sec, {}).get(key) != now[sec].get(key):
+                return f"{sec}.{key} = {saved.get(sec, {}).get(key)!r} there, {now[sec].get(key)!r} now"
+    return None
+
+
 def apply_sets(sections: dict[str, dict[str, Any]], sets: list[str]) -> dict[str, dict[str, Any]]:
     """Apply ``section.key=value`` overrides; values are JSON (``0.001``, ``[1, 2]``, ``null``) or plain strings."""
     out = {k: dict(v) for k, v in sections.items()}
@@ -453,8 +465,9 @@ def train(
             saved = RunConfig.from_dict(json.loads(st["config"])).to_dict()
         except (ConfigError, ValueError, TypeError):
             saved = None
-        if saved != cfg.to_dict():
-            raise ConfigError(f"{out}: the saved run has another configuration; resume without changing settings")
+        diff = config_difference(saved, cfg.to_dict())
+        if diff is not None:
+            raise ConfigError(f"{out}: the saved run has another configuration ({diff}); resume without changing settings")
         init_sha256 = st.get("init_sha256", "")
         if st["fingerprint"] != prep.fingerprint:
             raise ConfigError(f"{out}: the run was trained on other data (fingerprint differs)")

@@ -13,7 +13,7 @@ from tdnn_siamese import atomic, datasets
 from tdnn_siamese.cli import main
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.model import load_checkpoint
-from tdnn_siamese.train import RunConfig, apply_sets
+from tdnn_siamese.train import RunConfig, apply_sets, config_difference
 from tdnn_siamese.verifier import STRATEGIES
 
 from .conftest import SAMPLE, SMALL_TRAIN
@@ -188,6 +188,19 @@ def test_template_loss_trains_on_episodes_and_checks_its_settings(tmp_path, caps
     assert "needs 2 references" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown scoring"):
         RunConfig.from_sections({"train": {"scoring": "median"}})
+
+
+def test_config_difference_names_the_first_setting_that_differs():
+    """What a refused resume (training or experiment) names: the first differing setting, section by section."""
+    now = RunConfig.from_sections({}).to_dict()
+    assert config_difference(now, now) is None
+    old = RunConfig.from_sections(apply_sets({}, ["features.znorm=false", "train.lr=0.001"])).to_dict()
+    assert config_difference(old, now) == "features.znorm = False there, True now"
+    del old["features"]["znorm"]
+    assert config_difference(old, now) == "features.znorm = None there, True now"
+    assert config_difference(now, RunConfig.from_sections(apply_sets({}, ["train.lr=0.001"])).to_dict()) == \
+        "train.lr = 0.0003 there, 0.001 now"
+    assert config_difference(None, now) == "its saved settings cannot be read"
 
 
 def test_resume_of_a_fine_tuned_run_needs_no_init_file_and_keeps_its_hash(tmp_path):
