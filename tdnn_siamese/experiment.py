@@ -55,7 +55,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
 
     Each fold's model is trained once and scored with every protocol.
     """
-    from .train import RunConfig, train
+    from .train import RunConfig, resolve_init, train
     from .verifier import Verifier, VerifierError
 
     if method not in METHODS:
@@ -66,21 +66,21 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
     if not 2 <= folds <= len(names):
         raise ProtocolError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
     run_config = run_config or RunConfig.from_sections({})
-    if method != "dtw" and run_config.train.init:  # a model to fine-tune must not have seen this corpus: its writers are the test folds
+    init = resolve_init(run_config) if method != "dtw" else ""
+    if init:  # a model to fine-tune must not have seen this corpus: its writers are the test folds
         from .model import CheckpointError, load_checkpoint
 
         try:
-            prov = load_checkpoint(run_config.train.init).provenance
+            prov = load_checkpoint(init).provenance
         except CheckpointError as e:
             raise ProtocolError(f"train.init: {e}") from None
         if prov.get("data_fingerprint") == datasets.fingerprint(table):
-            raise ProtocolError(f"train.init: {run_config.train.init} was trained on this corpus, so every fold's test writers "
+            raise ProtocolError(f"train.init: {init} was trained on this corpus, so every fold's test writers "
                                 "would reach training; pre-train on other data (e.g. synthetic writers)")
         shared = set(map(str, prov.get("train_writers", []) + prov.get("val_writers", []))) & set(map(str, names))
         if shared:  # a subset of this corpus has another fingerprint; same names may also be chance (U1 of two corpora)
             logger.warning("train.init: %s was trained on writers named like %d of this corpus's (%s...): if they are the same "
-                           "people, the test folds are not independent of it", run_config.train.init, len(shared),
-                           ", ".join(sorted(shared)[:3]))
+                           "people, the test folds are not independent of it", init, len(shared), ", ".join(sorted(shared)[:3]))
     parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
     for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
         fold_dir = out / f"fold{f}"

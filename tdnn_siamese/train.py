@@ -9,8 +9,10 @@ to learn from and validation writers. Each epoch draws fresh pairs
 episodes (a writer's references and queries, :mod:`tdnn_siamese.episodes`)
 and ranks their template scores; then it scores the validation writers with
 the S_k protocol and records their EER. ``init`` starts from the weights of
-a model file (e.g. one pre-trained on synthetic writers) instead of random
-ones. Epoch 0 validates the initial weights, so
+a model file instead of random ones: by default (``"synthetic"``) the
+model pre-trained on 600 synthetic writers that ships in
+``data/pretrained/`` (:func:`resolve_init`), when the run's architecture
+and features are its own. Epoch 0 validates the initial weights, so
 the table shows what training adds. With ``ema > 0`` (the default) the
 validated and kept weights are an exponential moving average of the
 trained ones, which smooths the epoch-to-epoch swings a small training set
@@ -62,7 +64,7 @@ from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
-from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
+from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, Checkpoint, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import fitting_k, sk_protocol
 from .signature import Signature
@@ -71,6 +73,9 @@ from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, SPREAD_STRATEGIES, STRA
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "tdnn-siamese-train-state"
+SYNTHETIC_INIT = "synthetic"  # train.init's name for the shipped pre-trained model
+PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "synthetic.pt"  # built by
+#   scripts/pretrain_synthetic.sh (600 synthetic writers, README "Synthetic signers"); it ships with the repository
 METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "strategy", "seconds", "best"]
 
 
@@ -101,7 +106,8 @@ class TrainConfig(StrictConfig):
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
-    init: str = ""  # a model.pt to start from (e.g. one pre-trained on synthetic writers); "": random initial weights
+    init: str = "synthetic"  # "synthetic": the shipped model pre-trained on synthetic writers (PRETRAINED), when it fits the
+    #   architecture and features, else random weights; a path: that model.pt (it must fit); "": random initial weights
     seed: int = 0
 
     def validate(self) -> None:
@@ -442,9 +448,10 @@ def train(
 
     resuming = resume and state_path.exists()
     init_sha256 = ""
-    if tc.init and not resuming:  # on resume the weights come from train_state.pt: the init file is not needed
-        encoder = initial_encoder(tc.init, cfg)
-        init_sha256 = _file_sha256(tc.init)
+    init = "" if resuming else resolve_init(cfg)  # on resume the weights come from train_state.pt: no init file is needed
+    if init:
+        encoder = initial_encoder(init, cfg)
+        init_sha256 = _file_sha256(init)
     else:
         encoder = _new_encoder(cfg.model, tc.seed)
         encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
@@ -520,6 +527,40 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
         raise ConfigError(f"{data}: {e}") from None
 
 
+def _init_mismatch(ck: Checkpoint, cfg: RunConfig) -> str | None:
+    """The first architecture or feature setting where a model file differs from what ``cfg`` trains, or None."""
+    for what, theirs, ours in (("model", ck.encoder.cfg.to_dict(), cfg.model.to_dict()),
+                               ("features", ck.feature_config.to_dict(), cfg.features.to_dict())):
+        diff = [k for k in ours if theirs.get(k) != ours[k]]
+        if diff:
+            k = diff[0]
+            return f"{what}.{k} = {theirs.get(k)!r} but this run uses {ours[k]!r}"
+    return None
+
+
+def resolve_init(cfg: RunConfig) -> str:
+    """The model file a run starts from (``train.init``): a path as given, ``""`` for random weights, and for
+    ``"synthetic"`` the shipped pre-trained model (``PRETRAINED``) when its architecture and features are the ones
+    ``cfg`` trains, else ``""`` (logged: other settings start from random weights)."""
+    init = cfg.train.init
+    if init != SYNTHETIC_INIT:
+        return init
+    if not PRETRAINED.is_file():
+        raise ConfigError(f"train.init = {SYNTHETIC_INIT!r}: the pre-trained model {PRETRAINED} is missing; it ships in the "
+                          "repository's data/ (install from a clone with pip install -e .), or set train.init to a "
+                          "model file, or to '' for random initial weights")
+    try:
+        ck = load_checkpoint(PRETRAINED)
+    except CheckpointError as e:
+        raise ConfigError(f"train.init = {SYNTHETIC_INIT!r}: {e}") from None
+    why = _init_mismatch(ck, cfg)
+    if why is not None:
+        logger.info("train.init = %r: the pre-trained model does not fit these settings (%s): random initial weights",
+                    SYNTHETIC_INIT, why)
+        return ""
+    return str(PRETRAINED)
+
+
 def initial_encoder(path: str | os.PathLike, cfg: RunConfig) -> TDNN:
     """The encoder of a model file to fine-tune (its weights and input statistics).
 
@@ -530,13 +571,9 @@ def initial_encoder(path: str | os.PathLike, cfg: RunConfig) -> TDNN:
         ck = load_checkpoint(path)
     except CheckpointError as e:
         raise ConfigError(f"train.init: {e}") from None
-    for what, theirs, ours in (("model", ck.encoder.cfg.to_dict(), cfg.model.to_dict()),
-                               ("features", ck.feature_config.to_dict(), cfg.features.to_dict())):
-        diff = [k for k in ours if theirs.get(k) != ours[k]]
-        if diff:
-            k = diff[0]
-            raise ConfigError(f"train.init: {path} has {what}.{k} = {theirs.get(k)!r} but this run uses {ours[k]!r}; "
-                              "fine-tuning needs the same architecture and features")
+    why = _init_mismatch(ck, cfg)
+    if why is not None:
+        raise ConfigError(f"train.init: {path} has {why}; fine-tuning needs the same architecture and features")
     if ck.distance != cfg.train.distance:
         logger.warning("train.init: %s was trained with the %s distance, this run uses %s", path, ck.distance, cfg.train.distance)
     return ck.encoder.train()

@@ -243,6 +243,17 @@ def test_experiment_refuses_training_options_for_dtw(tmp_path, capsys):
     assert "training options apply to --method tdnn and fusion only" in capsys.readouterr().err
 
 
+def test_experiment_checks_the_model_that_train_init_synthetic_resolves_to(tmp_path, capsys, sample_model, monkeypatch):
+    """With the default ``train.init = "synthetic"`` the leakage check reads the shipped model file (here one trained on
+    the sample itself, standing in for it): the same refusal as an explicit path."""
+    from tdnn_siamese import train as train_module
+
+    monkeypatch.setattr(train_module, "PRETRAINED", sample_model)
+    assert main(["experiment", "--data", str(SAMPLE), "--folds", "2", "--out", str(tmp_path / "x"), *SMALL_TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on this corpus" in err and str(sample_model) in err and "Traceback" not in err
+
+
 def test_experiment_refuses_to_fine_tune_a_model_trained_on_the_same_corpus(tmp_path, capsys, sample_model):
     assert main(["experiment", "--data", str(SAMPLE), "--folds", "2", "--out", str(tmp_path / "x"), "--set", f"train.init={sample_model}"]) == 2
     err = capsys.readouterr().err

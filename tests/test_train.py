@@ -1,3 +1,5 @@
+import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -13,7 +15,8 @@ from tdnn_siamese import atomic, datasets
 from tdnn_siamese.cli import main
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.model import load_checkpoint
-from tdnn_siamese.train import RunConfig, apply_sets, config_difference
+from tdnn_siamese import train as train_module
+from tdnn_siamese.train import PRETRAINED, SYNTHETIC_INIT, RunConfig, apply_sets, config_difference, resolve_init
 from tdnn_siamese.verifier import STRATEGIES
 
 from .conftest import SAMPLE, SMALL_TRAIN
@@ -173,6 +176,51 @@ def test_init_starts_from_a_model_file_and_refuses_another_architecture(tmp_path
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "gone"), "--epochs", "1", "--set",
                  f"train.init={tmp_path / 'none.pt'}", *SMALL]) == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_the_shipped_pretrained_model_fits_todays_defaults_and_saw_only_synthetic_writers():
+    """data/pretrained/synthetic.pt (scripts/pretrain_synthetic.py) is what a default run starts from: it must have
+    the defaults' architecture and features (a change of defaults without rebuilding it fails here), and it was trained
+    from random weights on synthetic writers only, never on a real corpus."""
+    cfg = RunConfig.from_sections({})
+    assert cfg.train.init == SYNTHETIC_INIT and resolve_init(cfg) == str(PRETRAINED)
+    ck = load_checkpoint(PRETRAINED)
+    assert train_module._init_mismatch(ck, cfg) is None
+    prov = ck.provenance
+    assert prov["init_sha256"] == "" and prov["train_writers"] and prov["val_writers"]
+    assert all(w.startswith("synth") for w in prov["train_writers"] + prov["val_writers"])
+    assert PRETRAINED.stat().st_size < 20e6  # issue #7: a shipped pre-trained model is at most 20 MB
+
+
+def test_synthetic_init_falls_back_to_random_weights_for_other_settings_and_says_so(caplog):
+    small = RunConfig.from_sections(apply_sets({}, ["model.embedding_dim=16"]))
+    with caplog.at_level(logging.INFO, logger="tdnn_siamese.train"):
+        assert resolve_init(small) == ""
+    assert "model.embedding_dim = 32 but this run uses 16" in caplog.text and "random initial weights" in caplog.text
+    assert resolve_init(RunConfig.from_sections(apply_sets({}, ["train.init="]))) == ""
+    assert resolve_init(RunConfig.from_sections(apply_sets({}, ["train.init=some/model.pt"]))) == "some/model.pt"
+
+
+def test_synthetic_init_without_the_shipped_file_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "PRETRAINED", tmp_path / "gone" / "synthetic.pt")
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.init = 'synthetic'" in err and "missing" in err and "train.init to" in err and "Traceback" not in err
+
+
+def test_a_default_run_starts_from_the_shipped_model(tmp_path):
+    """Default settings: epoch 0 validates the shipped weights (input statistics included), the model file records
+    the shipped file's SHA-256; with train.init="" the same run starts from seeded random weights instead."""
+    still = ["--epochs", "1", "--set", "train.lr=1e-12", "--set", "train.ema=0", "--set", "train.pairs_per_epoch=64"]
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "ft"), *still]) == 0
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "rnd"), "--set", "train.init=", *still]) == 0
+    ft, rnd, shipped = weights(tmp_path / "ft"), weights(tmp_path / "rnd"), load_checkpoint(PRETRAINED).encoder.state_dict()
+    for k in shipped:
+        torch.testing.assert_close(ft[k], shipped[k], rtol=0, atol=1e-6)
+    assert not torch.allclose(rnd["convs.0.weight"], shipped["convs.0.weight"])
+    prov = load_checkpoint(tmp_path / "ft" / "model.pt").provenance
+    assert prov["init_sha256"] == hashlib.sha256(PRETRAINED.read_bytes()).hexdigest()
+    assert load_checkpoint(tmp_path / "rnd" / "model.pt").provenance["init_sha256"] == ""
 
 
 def test_template_loss_trains_on_episodes_and_checks_its_settings(tmp_path, capsys):
