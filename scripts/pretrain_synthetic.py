@@ -1,0 +1,89 @@
+"""Build the shipped pre-trained model, ``data/pretrained/synthetic.pt``: the defaults trained on synthetic writers.
+
+    python scripts/pretrain_synthetic.py [--work DIR] [--install]
+
+1. ``tdnn-siamese synth``: 600 sigma-lognormal writers x (20 genuine + 20
+   skilled forgeries), seed 7 (:mod:`tdnn_siamese.synth`; about 2 minutes);
+2. ``tdnn-siamese train`` on them with today's defaults but random initial
+   weights (``train.init = ""``), at most 15 epochs, patience 4: about 14
+   minutes with one thread on 2 cores. Validation is on 120 of the
+   synthetic writers; no real signature is read.
+
+``--install`` then copies the kept model to ``data/pretrained/synthetic.pt``
+(atomically), the file that ``train.init = "synthetic"`` (the default) starts
+every run from when the run's architecture and features are the defaults
+(README, "Training" and "Ablation"). One thread by default, so the same
+machine and torch version rebuild the same weights; the script prints the
+weights' SHA-256 (:func:`weights_sha256`) to compare with the one in ``data/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from tdnn_siamese.atomic import atomic_write_bytes
+from tdnn_siamese.config import ConfigError
+from tdnn_siamese.formats import InputError
+from tdnn_siamese.model import load_checkpoint
+from tdnn_siamese.synth import synthesize
+from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, train
+
+SETTINGS = ["train.init=", "train.patience=4"]  # on top of the defaults (and --epochs)
+
+
+def weights_sha256(path: str | Path) -> str:
+    """SHA-256 of a model file's weights (names, shapes, float32 values in name order): the file's own bytes also
+    hold provenance (paths, time), so two builds of the same weights differ there."""
+    h = hashlib.sha256()
+    for name, t in sorted(load_checkpoint(path).encoder.state_dict().items()):
+        h.update(name.encode() + str(tuple(t.shape)).encode() + t.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _epoch_line(what: str, *a) -> None:
+    if what == "epoch":
+        r = a[0]
+        print(f"epoch {r['epoch']:>3}  validation EER skilled {100 * float(r['val_eer_skilled']):5.2f}%  "
+              f"{float(r['seconds']):.0f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", default="runs/pretrain-synthetic", help="folder for the synthetic corpus and the run")
+    ap.add_argument("--writers", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=7, help="seed of the synthetic corpus")
+    ap.add_argument("--epochs", type=int, default=15, help="most epochs (15: the shipped file's)")
+    ap.add_argument("--genuine", type=int, default=20, help="genuine signatures (and as many skilled forgeries) per writer")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="a further setting (as train's --set)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the shipped file's)")
+    ap.add_argument("--install", action="store_true", help=f"copy the kept model to {PRETRAINED}")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    corpus, run = work / "synth", work / "run"
+    try:
+        if not (corpus / "manifest.csv").is_file():
+            synthesize(corpus, args.writers, args.genuine, args.genuine, args.seed)
+        cfg = RunConfig.from_sections(apply_sets({}, SETTINGS + [f"train.epochs={args.epochs}"] + args.set))
+        model = train(corpus, run, cfg, resume=(run / "train_state.pt").exists(), progress=_epoch_line)
+    except (ConfigError, InputError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    data = model.read_bytes()
+    print(f"kept model: {model} ({len(data) / 1e6:.2f} MB), weights sha256 {weights_sha256(model)}")
+    if args.install:
+        PRETRAINED.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(PRETRAINED, data)
+        print(f"installed: {PRETRAINED}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
