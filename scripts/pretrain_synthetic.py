@@ -14,13 +14,12 @@
 every run from when the run's architecture and features are the defaults
 (README, "Training" and "Ablation"). One thread by default, so the same
 machine and torch version rebuild the same weights; the script prints the
-weights' SHA-256 (:func:`weights_sha256`) to compare with the one in ``data/README.md``.
+model's fingerprint (:func:`fingerprint`) to compare with the one in ``data/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -28,29 +27,21 @@ from pathlib import Path
 import torch
 
 from tdnn_siamese.atomic import atomic_write_bytes
+from tdnn_siamese.cli import Progress
 from tdnn_siamese.config import ConfigError
-from tdnn_siamese.formats import InputError
 from tdnn_siamese.model import load_checkpoint
+from tdnn_siamese.verifier import model_fingerprint
 from tdnn_siamese.synth import synthesize
-from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, train
+from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, architecture_difference, train
 
 SETTINGS = ["train.init=", "train.patience=4"]  # on top of the defaults (and --epochs)
 
 
-def weights_sha256(path: str | Path) -> str:
-    """SHA-256 of a model file's weights (names, shapes, float32 values in name order): the file's own bytes also
-    hold provenance (paths, time), so two builds of the same weights differ there."""
-    h = hashlib.sha256()
-    for name, t in sorted(load_checkpoint(path).encoder.state_dict().items()):
-        h.update(name.encode() + str(tuple(t.shape)).encode() + t.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _epoch_line(what: str, *a) -> None:
-    if what == "epoch":
-        r = a[0]
-        print(f"epoch {r['epoch']:>3}  validation EER skilled {100 * float(r['val_eer_skilled']):5.2f}%  "
-              f"{float(r['seconds']):.0f} s", flush=True)
+def fingerprint(path: str | Path) -> str:
+    """The model's fingerprint (:func:`tdnn_siamese.verifier.model_fingerprint`: architecture, weights, features,
+    distance): equal for two builds of the same weights, whose files differ in provenance (paths, times)."""
+    ck = load_checkpoint(path)
+    return model_fingerprint(ck.encoder, ck.feature_config, ck.distance)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,24 +56,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--install", action="store_true", help=f"copy the kept model to {PRETRAINED}")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     corpus, run = work / "synth", work / "run"
     try:
-        if not (corpus / "manifest.csv").is_file():
-            synthesize(corpus, args.writers, args.genuine, args.genuine, args.seed)
         cfg = RunConfig.from_sections(apply_sets({}, SETTINGS + [f"train.epochs={args.epochs}"] + args.set))
-        model = train(corpus, run, cfg, resume=(run / "train_state.pt").exists(), progress=_epoch_line)
-    except (ConfigError, InputError, ValueError, OSError) as e:
+        if args.install and (why := _unfit_for_defaults(cfg)) is not None:
+            raise ConfigError(f"--install: a model trained with these settings would not fit today's defaults ({why}), "
+                              "so no default run could start from it")
+        if (corpus / "manifest.csv").is_file():
+            print(f"reusing the synthetic corpus in {corpus} (remove it to make another)")
+        else:
+            synthesize(corpus, args.writers, args.genuine, args.genuine, args.seed)
+        model = train(corpus, run, cfg, resume=(run / "train_state.pt").exists(), progress=Progress())
+    except (ValueError, OSError) as e:  # ConfigError, InputError and the format errors are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
     data = model.read_bytes()
-    print(f"kept model: {model} ({len(data) / 1e6:.2f} MB), weights sha256 {weights_sha256(model)}")
+    print(f"kept model: {model} ({len(data) / 1e6:.2f} MB), fingerprint {fingerprint(model)}")
     if args.install:
         PRETRAINED.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(PRETRAINED, data)
         print(f"installed: {PRETRAINED}")
     return 0
+
+
+def _unfit_for_defaults(cfg: RunConfig) -> str | None:
+    """Where a model trained with ``cfg`` would differ from what a default run trains (architecture, features)."""
+    d = architecture_difference(cfg.model.to_dict(), cfg.features.to_dict(), RunConfig.from_sections({}))
+    return None if d is None else f"{d[0]} = {d[1]!r}, the defaults' {d[2]!r}"
 
 
 if __name__ == "__main__":

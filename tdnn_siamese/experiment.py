@@ -55,7 +55,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
 
     Each fold's model is trained once and scored with every protocol.
     """
-    from .train import RunConfig, resolve_init, train
+    from .train import RunConfig, file_sha256, resolve_init, train
     from .verifier import Verifier, VerifierError
 
     if method not in METHODS:
@@ -81,12 +81,15 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         if shared:  # a subset of this corpus has another fingerprint; same names may also be chance (U1 of two corpora)
             logger.warning("train.init: %s was trained on writers named like %d of this corpus's (%s...): if they are the same "
                            "people, the test folds are not independent of it", init, len(shared), ", ".join(sorted(shared)[:3]))
+    init_sha256 = file_sha256(init) if init else ""
     parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
     for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
         fold_dir = out / f"fold{f}"
         done = {k: fold_dir / (f"fusion-S{k:02d}.csv" if method == "fusion" else f"scores-S{k:02d}.csv") for k in ks}
         if progress:
             progress("fold", f, folds, len(train_w), len(test_w))
+        if resume and method != "dtw":
+            _check_fold_init(fold_dir, init_sha256)
         if resume and all(p.is_file() for p in done.values()):
             if method != "dtw":
                 _check_finished_fold(fold_dir, run_config)
@@ -173,6 +176,25 @@ def _check_finished_fold(fold_dir: Path, run_config) -> None:
     if diff is not None:
         raise ProtocolError(f"{fold_dir}: this finished fold was trained with other settings ({diff}); resume with the "
                             "settings it was trained with, or write to a new --out")
+
+
+def _check_fold_init(fold_dir: Path, init_sha256: str) -> None:
+    """A fold already trained (or begun) on ``--resume`` must have started from the same initial model file as the
+    folds still to train: the settings can be equal while the file they name (``train.init = "synthetic"``, the
+    shipped pre-training) was rebuilt in between."""
+    from .model import CheckpointError, load_checkpoint
+
+    path = fold_dir / "run" / "model.pt"
+    if not path.is_file():
+        return
+    try:
+        theirs = load_checkpoint(path).provenance.get("init_sha256", "")
+    except CheckpointError as e:
+        raise ProtocolError(f"{e}; remove {fold_dir} to train that fold again") from None
+    if theirs != init_sha256:
+        what = lambda h: f"the file with SHA-256 {h[:12]}..." if h else "random weights"  # noqa: E731
+        raise ProtocolError(f"{fold_dir}: this fold started from {what(theirs)}, the folds to come would start from "
+                            f"{what(init_sha256)} (train.init); resume with the file it started from, or write to a new --out")
 
 
 def fuse_fold(verifier, dtw, val: pd.DataFrame, test: pd.DataFrame, k: int, draws: int, seed: int,

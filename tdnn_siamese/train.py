@@ -75,7 +75,7 @@ logger = logging.getLogger(__name__)
 STATE_FORMAT = "tdnn-siamese-train-state"
 SYNTHETIC_INIT = "synthetic"  # train.init's name for the shipped pre-trained model
 PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "synthetic.pt"  # built by
-#   scripts/pretrain_synthetic.sh (600 synthetic writers, README "Synthetic signers"); it ships with the repository
+#   scripts/pretrain_synthetic.py (600 synthetic writers, README "Synthetic signers"); it ships with the repository
 METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "strategy", "seconds", "best"]
 
 
@@ -390,7 +390,7 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     """SHA-256 of a file (a run's init file, hashed when training starts and kept in its state)."""
     import hashlib
 
@@ -440,18 +440,20 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if not resume and (state_path.exists() or model_path.exists()):
         raise ConfigError(f"{out} already holds a run (model.pt or train_state.pt); pass --resume to continue it or choose another --out")
-    atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    resuming = resume and state_path.exists()
+    # on resume the weights come from train_state.pt: no init file is needed; else it is found before the corpus is read
+    init = "" if resuming else resolve_init(cfg)
+    if not resuming:  # a resumed run's config.json is rewritten only once its saved settings are known to be these
+        atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     prep = prepare(data, cfg, progress)
     tc = cfg.train
     sampler, loss_fn = objective(prep, cfg, data)
 
-    resuming = resume and state_path.exists()
     init_sha256 = ""
-    init = "" if resuming else resolve_init(cfg)  # on resume the weights come from train_state.pt: no init file is needed
     if init:
         encoder = initial_encoder(init, cfg)
-        init_sha256 = _file_sha256(init)
+        init_sha256 = file_sha256(init)
     else:
         encoder = _new_encoder(cfg.model, tc.seed)
         encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
@@ -475,6 +477,7 @@ def train(
         diff = config_difference(saved, cfg.to_dict())
         if diff is not None:
             raise ConfigError(f"{out}: the saved run has another configuration ({diff}); resume without changing settings")
+        atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
         init_sha256 = st.get("init_sha256", "")
         if st["fingerprint"] != prep.fingerprint:
             raise ConfigError(f"{out}: the run was trained on other data (fingerprint differs)")
@@ -527,15 +530,20 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
         raise ConfigError(f"{data}: {e}") from None
 
 
-def _init_mismatch(ck: Checkpoint, cfg: RunConfig) -> str | None:
-    """The first architecture or feature setting where a model file differs from what ``cfg`` trains, or None."""
-    for what, theirs, ours in (("model", ck.encoder.cfg.to_dict(), cfg.model.to_dict()),
-                               ("features", ck.feature_config.to_dict(), cfg.features.to_dict())):
+def architecture_difference(model: dict[str, Any], features: dict[str, Any], cfg: RunConfig) -> tuple[str, Any, Any] | None:
+    """The first architecture or feature setting (``"model.x"`` or ``"features.x"``, its value in ``model`` /
+    ``features``, its value in ``cfg``) where a model differs from what ``cfg`` trains; None if it fits."""
+    for what, theirs, ours in (("model", model, cfg.model.to_dict()), ("features", features, cfg.features.to_dict())):
         diff = [k for k in ours if theirs.get(k) != ours[k]]
         if diff:
-            k = diff[0]
-            return f"{what}.{k} = {theirs.get(k)!r} but this run uses {ours[k]!r}"
+            return f"{what}.{diff[0]}", theirs.get(diff[0]), ours[diff[0]]
     return None
+
+
+def _init_mismatch(ck: Checkpoint, cfg: RunConfig) -> str | None:
+    """Where a model file differs from what ``cfg`` trains, in words, or None."""
+    d = architecture_difference(ck.encoder.cfg.to_dict(), ck.feature_config.to_dict(), cfg)
+    return None if d is None else f"{d[0]} = {d[1]!r} but this run uses {d[2]!r}"
 
 
 def resolve_init(cfg: RunConfig) -> str:
@@ -555,8 +563,8 @@ def resolve_init(cfg: RunConfig) -> str:
         raise ConfigError(f"train.init = {SYNTHETIC_INIT!r}: {e}") from None
     why = _init_mismatch(ck, cfg)
     if why is not None:
-        logger.info("train.init = %r: the pre-trained model does not fit these settings (%s): random initial weights",
-                    SYNTHETIC_INIT, why)
+        logger.warning("train.init = %r: the pre-trained model does not fit these settings (%s): random initial weights",
+                       SYNTHETIC_INIT, why)
         return ""
     return str(PRETRAINED)
 

@@ -166,7 +166,7 @@ def test_experiment_on_the_sample_with_dtw_pools_every_fold(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsys):
+def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsys, monkeypatch):
     from tdnn_siamese.model import load_checkpoint
 
     out = tmp_path / "x"
@@ -197,6 +197,22 @@ def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsy
                  "--epochs", "1", *SMALL_TRAIN, "--set", "features.znorm=false"]) == 2
     err = capsys.readouterr().err
     assert "fold1: this finished fold was trained with other settings (features.znorm = True there, False now)" in err
+    assert (out / "fold1" / "run" / "model.pt").stat().st_mtime == mtime
+    # the same settings, but train.init = "synthetic" now names a file these folds did not start from (here: a small
+    # model trained on 4 of the sample's writers, standing in for a rebuilt data/pretrained/synthetic.pt): refused too
+    from tdnn_siamese import datasets
+    from tdnn_siamese import train as train_module
+
+    table = datasets.load(SAMPLE)
+    few = datasets.write_manifest(table[table.writer.isin(sorted(set(table.writer))[:4])].to_dict("records"),
+                                  tmp_path / "few" / "manifest.csv")
+    assert main(["train", "--data", str(few.parent), "--out", str(tmp_path / "other"), "--epochs", "1", *SMALL_TRAIN]) == 0
+    monkeypatch.setattr(train_module, "PRETRAINED", tmp_path / "other" / "model.pt")
+    capsys.readouterr()
+    assert main(["experiment", "--method", "tdnn", "--data", str(SAMPLE), "--folds", "2", "--out", str(out), "--resume",
+                 "--epochs", "1", *SMALL_TRAIN]) == 2
+    err = capsys.readouterr().err
+    assert "fold1: this fold started from random weights, the folds to come would start from the file with SHA-256" in err
     assert (out / "fold1" / "run" / "model.pt").stat().st_mtime == mtime
 
 

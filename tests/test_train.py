@@ -193,10 +193,12 @@ def test_the_shipped_pretrained_model_fits_todays_defaults_and_saw_only_syntheti
 
 
 def test_synthetic_init_falls_back_to_random_weights_for_other_settings_and_says_so(caplog):
+    """A WARNING, so the command line shows it at its default verbosity."""
     small = RunConfig.from_sections(apply_sets({}, ["model.embedding_dim=16"]))
     with caplog.at_level(logging.INFO, logger="tdnn_siamese.train"):
         assert resolve_init(small) == ""
     assert "model.embedding_dim = 32 but this run uses 16" in caplog.text and "random initial weights" in caplog.text
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "random initial weights" in r.getMessage())
     assert resolve_init(RunConfig.from_sections(apply_sets({}, ["train.init="]))) == ""
     assert resolve_init(RunConfig.from_sections(apply_sets({}, ["train.init=some/model.pt"]))) == "some/model.pt"
 
