@@ -210,6 +210,16 @@ def test_synthetic_init_without_the_shipped_file_is_a_clear_error(tmp_path, monk
     assert "train.init = 'synthetic'" in err and "missing" in err and "train.init to" in err and "Traceback" not in err
 
 
+def test_a_damaged_shipped_file_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "synthetic.pt"
+    bad.write_bytes(b"not a model")
+    monkeypatch.setattr(train_module, "PRETRAINED", bad)
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.init = 'synthetic'" in err and str(bad) in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "config.json").exists()  # refused before anything was written
+
+
 def test_a_default_run_starts_from_the_shipped_model(tmp_path):
     """Default settings: epoch 0 validates the shipped weights (input statistics included), the model file records
     the shipped file's SHA-256; with train.init="" the same run starts from seeded random weights instead."""
