@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the shipped file's)")
     ap.add_argument("--install", action="store_true", help=f"copy the kept model to {PRETRAINED}")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")  # as the CLI
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
