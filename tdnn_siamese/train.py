@@ -557,16 +557,20 @@ def resolve_init(cfg: RunConfig) -> str:
         raise ConfigError(f"train.init = {SYNTHETIC_INIT!r}: the pre-trained model {PRETRAINED} is missing; it ships in the "
                           "repository's data/ (install from a clone with pip install -e .), or set train.init to a "
                           "model file, or to '' for random initial weights")
-    try:
-        ck = load_checkpoint(PRETRAINED)
-    except CheckpointError as e:
-        raise ConfigError(f"train.init = {SYNTHETIC_INIT!r}: {e}") from None
-    why = _init_mismatch(ck, cfg)
+    why = _init_mismatch(_read_init(PRETRAINED, f"train.init = {SYNTHETIC_INIT!r}"), cfg)
     if why is not None:
         logger.warning("train.init = %r: the pre-trained model does not fit these settings (%s): random initial weights",
                        SYNTHETIC_INIT, why)
         return ""
     return str(PRETRAINED)
+
+
+def _read_init(path: str | os.PathLike, what: str) -> Checkpoint:
+    """A model file to start from; an unreadable one is a ConfigError prefixed with ``what``."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        raise ConfigError(f"{what}: {e}") from None
 
 
 def initial_encoder(path: str | os.PathLike, cfg: RunConfig) -> TDNN:
@@ -575,10 +579,7 @@ def initial_encoder(path: str | os.PathLike, cfg: RunConfig) -> TDNN:
     Its architecture and feature configuration must be the ones ``cfg``
     trains; ConfigError names the first field that differs.
     """
-    try:
-        ck = load_checkpoint(path)
-    except CheckpointError as e:
-        raise ConfigError(f"train.init: {e}") from None
+    ck = _read_init(path, "train.init")
     why = _init_mismatch(ck, cfg)
     if why is not None:
         raise ConfigError(f"train.init: {path} has {why}; fine-tuning needs the same architecture and features")

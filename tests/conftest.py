@@ -21,6 +21,16 @@ SVC2004 = Path(os.environ.get("SVC2004_DIR", REPO.parent / "shared" / "datasets"
 SAMPLE = REPO / "data" / "sample"
 
 
+def load_script(name: str):
+    """``scripts/NAME.py`` imported as a module (the scripts are not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session")
 def svc_root() -> Path:
     if not SVC2004.is_dir():

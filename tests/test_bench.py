@@ -1,20 +1,18 @@
 """The speed benchmark runs end to end and writes every figure it prints (no speed is asserted here)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "scripts" / "bench_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_speed")
 
 
 def _numbers(obj):

@@ -110,14 +110,11 @@ def test_normalisation_script_on_the_sample(tmp_path, capsys):
     """scripts/dtw_normalisation.py: its 'signature' normalisation is the baseline's features, its 'global' one
     standardises over the corpus; it scores the bundled sample, writes both per-writer columns, and says so when
     the corpus is missing."""
-    import importlib.util
-    from pathlib import Path
-
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("dtw_normalisation", Path(__file__).resolve().parent.parent / "scripts" / "dtw_normalisation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from .conftest import load_script
+
+    mod = load_script("dtw_normalisation")
     rng = np.random.default_rng(0)
     feats = [rng.normal(3.0, s, size=(n, 5)) for s, n in ((1.0, 40), (5.0, 60))]
     norm = mod.normalised(feats)

@@ -1,22 +1,17 @@
 """scripts/pretrain_synthetic.py: the command that builds data/pretrained/synthetic.pt."""
 
-import importlib.util
 import json
 
 import torch
-from pathlib import Path
 
 from tdnn_siamese.model import load_checkpoint
 from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("pretrain_synthetic", ROOT / "scripts" / "pretrain_synthetic.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("pretrain_synthetic")
 
 
 def test_the_script_settings_are_those_of_the_shipped_model():

@@ -73,13 +73,11 @@ def test_bad_counts():
 def test_realism_script_measures_known_signatures(tmp_path, capsys):
     """scripts/synth_realism.py: the measures of a hand-made signature, and a table for the synthetic corpus alone
     when the real one is missing (a note says so)."""
-    import importlib.util
-
     from tdnn_siamese.signature import Signature
 
-    spec = importlib.util.spec_from_file_location("synth_realism", ROOT / "scripts" / "synth_realism.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from .conftest import load_script
+
+    mod = load_script("synth_realism")
     t = np.arange(0, 1010, 10.0)  # 1 s at 100 Hz
     x = np.linspace(0, 300, len(t))  # a straight stroke to the right, 300 units in 1 s, then back up-down once
     y = np.where(t < 500, t / 5.0, (1000 - t) / 5.0)  # 2 units per step up, then down
