@@ -9,7 +9,6 @@ from tdnn_siamese.features import FeatureConfig, extract
 
 from .conftest import SAMPLE
 
-ROOT = SAMPLE.parent.parent
 
 
 def test_synth_output_loads_back(tmp_path):
