@@ -190,6 +190,9 @@ def markdown(rep: dict[str, Any]) -> str:
     for key in ("model", "folds", "data_fingerprint", "command"):
         if rep.get(key) is not None:
             lines.append(f"- {key.replace('_', ' ')}: `{rep[key]}`")
+    if "initial_model" in rep:  # experiments that train: where each fold's training started
+        init = rep["initial_model"]
+        lines.append(f"- initial weights: `{init['file']}` (SHA-256 `{init['sha256']}`)" if init["file"] else "- initial weights: random")
     lines += ["", "Accept when score >= threshold; higher = more genuine. *Global*: one threshold for all writers, "
               "chosen a posteriori (the EER point). *Writer-specific*: each writer's own EER threshold, averaged over writers.", ""]
     lines += ["| forgeries | EER global | EER writer-specific | FRR @ FAR 1% | FRR @ FAR 10% | AUC | FAR / FRR at calibrated threshold |",

@@ -151,6 +151,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
                 "folds": folds, "seed": seed}
         if method in ("tdnn", "fusion"):
             meta["training"] = run_config.to_dict()
+            meta["initial_model"] = {"file": init, "sha256": init_sha256}  # what train.init resolved to ("": random weights)
         if method in ("dtw", "fusion"):
             meta["dtw"] = dtw_config.to_dict()
         rep = report(pooled, meta)

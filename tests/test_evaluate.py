@@ -183,6 +183,8 @@ def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsy
         assert (np.diff(d["score"].to_numpy()[order]) >= -1e-12).all() and d["score"].nunique() > 1
     rep = json.loads((out / "report.json").read_text())
     assert rep["folds"] == 2 and rep["training"]["train"]["epochs"] == 1 and "calibrated" in rep["results"]["skilled"]
+    assert rep["training"]["train"]["init"] == "synthetic" and rep["initial_model"] == {"file": "", "sha256": ""}  # too small to fit it
+    assert "- initial weights: random" in (out / "report.md").read_text()
     # resume: finished folds are read back, nothing retrained
     (out / "report.json").unlink()
     mtime = (out / "fold1" / "run" / "model.pt").stat().st_mtime
