@@ -66,7 +66,7 @@ from .losses import PairLoss
 from .metrics import eer
 from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, Checkpoint, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
-from .protocols import fitting_k, sk_protocol
+from .protocols import fitting_k, sk_protocols
 from .signature import Signature
 from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, SPREAD_STRATEGIES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
 
@@ -103,6 +103,7 @@ class TrainConfig(StrictConfig):
     mix: tuple[float, ...] = BROMLEY_MIX
     val_fraction: float = 0.2
     val_k: int = 5
+    val_draws: int = 10  # > 1: validation repeated with that many seeded random draws of the references, EERs averaged
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
@@ -124,8 +125,8 @@ class TrainConfig(StrictConfig):
         if self.loss == "bromley" and self.distance != "cosine":
             raise ConfigError("loss 'bromley' needs distance 'cosine' (and so an encoder that pools time away, e.g. "
                               "--preset bromley or --set model.pooling=stats)")
-        if min(self.epochs, self.pairs_per_epoch, self.batch_size, self.val_k, self.patience) < 1:
-            raise ConfigError("epochs, pairs_per_epoch, batch_size, val_k and patience must be positive")
+        if min(self.epochs, self.pairs_per_epoch, self.batch_size, self.val_k, self.val_draws, self.patience) < 1:
+            raise ConfigError("epochs, pairs_per_epoch, batch_size, val_k, val_draws and patience must be positive")
         if not 0 <= self.augment <= 3:
             raise ConfigError(f"augment is a strength between 0 (off) and 3, got {self.augment}")
         if not 0 <= self.ema < 1:
@@ -155,6 +156,8 @@ class RunConfig:
         """Rebuild a resolved configuration (``to_dict`` output, e.g. a run's ``config.json``)."""
         if not isinstance(d, dict) or set(d) != {"features", "model", "train"}:
             raise ConfigError("a resolved config has exactly the sections features, model and train")
+        if isinstance(d["train"], dict) and "val_draws" not in d["train"]:  # saved before the setting existed: one draw
+            d = {**d, "train": {**d["train"], "val_draws": 1}}
         cfg = cls(FeatureConfig.from_dict(d["features"]), TDNNConfig.from_dict(d["model"]), TrainConfig.from_dict(d["train"]))
         cfg.check()
         return cfg
@@ -311,36 +314,50 @@ def dprime(genuine: list[float], impostor: list[float]) -> float:
 def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     """S_k protocol on the validation writers, scored with every strategy of :mod:`tdnn_siamese.verifier`.
 
-    The strategy with the lowest EER (skilled, then random; the earlier one in
-    ``STRATEGIES`` on a tie) is the model's default; its EER threshold is the
-    model's threshold.
+    With ``val_draws = 1`` the references are each writer's first k genuine
+    signatures; with R > 1 the protocol is repeated with R seeded random
+    draws of them (as the evaluation's ``--draws``) and each strategy's EER
+    is the mean over draws: with six validation writers one choice of
+    references moves the EER by a trial or two, which is more than most
+    settings or epochs differ by. The strategy with the lowest EER
+    (skilled, then random; the earlier one in ``STRATEGIES`` on a tie) is
+    the model's default; its threshold is the EER threshold of its scores
+    pooled over draws, which are also the model's calibration scores.
     """
     val_table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
     k = fitting_k(val_table, cfg.train.val_k)
-    proto = sk_protocol(val_table, k)
+    protos = sk_protocols(val_table, k, cfg.train.val_draws, cfg.train.seed)
     dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
     usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]
-    scores: dict[str, dict[str, list[float]]] = {s: {"genuine": [], "skilled": [], "random": []} for s in usable}
-    for w, refs in proto.references.items():
-        t = proto.trials[proto.trials.writer == w]
-        queries = emb[t["query"].tolist()]
-        cross = dist.matrix(queries, emb[refs])  # once for every strategy that reads comparisons only (a DTW each)
-        spread = reference_spread(emb[refs], dist) if set(usable) & set(SPREAD_STRATEGIES) else None
-        for strategy in usable:
-            s = (matrix_scores(cross, spread, dist, strategy) if strategy in MATRIX_STRATEGIES
-                 else template_scores(emb[refs], queries, dist, strategy))
-            for kind, v in zip(t["kind"], s.tolist()):
-                scores[strategy][kind].append(v)
-    if not scores["mean"]["genuine"]:
+    kinds = ("genuine", "skilled", "random")
+    scores = [{s: {kind: [] for kind in kinds} for s in usable} for _ in protos]  # per draw
+    for w in protos[0].references:
+        trials = [p.trials[p.trials.writer == w] for p in protos]
+        rows = sorted(set().union(*(t["query"] for t in trials)))
+        cols = sorted(set().union(*(p.references[w] for p in protos)))
+        cross_all = dist.matrix(emb[rows], emb[cols])  # once for all draws and every strategy that reads comparisons only
+        at_row, at_col = {q: i for i, q in enumerate(rows)}, {r: i for i, r in enumerate(cols)}
+        for p, t, sc in zip(protos, trials, scores):
+            refs = p.references[w]
+            cross = cross_all[[at_row[q] for q in t["query"]]][:, [at_col[r] for r in refs]]
+            spread = reference_spread(emb[refs], dist) if set(usable) & set(SPREAD_STRATEGIES) else None
+            for strategy in usable:
+                s = (matrix_scores(cross, spread, dist, strategy) if strategy in MATRIX_STRATEGIES
+                     else template_scores(emb[refs], emb[t["query"].tolist()], dist, strategy))
+                for kind, v in zip(t["kind"], s.tolist()):
+                    sc[strategy][kind].append(v)
+    if not scores[0]["mean"]["genuine"]:
         raise ConfigError("validation writers have no genuine trials; they need more than val_k genuine signatures")
+    pooled_all = {s: {kind: [v for d in scores for v in d[s][kind]] for kind in kinds} for s in usable}  # over draws
     best = None
     for strategy in usable:
-        sc = scores[strategy]
-        e_skl, t_skl = eer(sc["genuine"], sc["skilled"]) if sc["skilled"] else (float("nan"), float("nan"))
-        e_rnd, t_rnd = eer(sc["genuine"], sc["random"]) if sc["random"] else (float("nan"), float("nan"))
-        v = Validation(e_skl, e_rnd, t_skl if sc["skilled"] else t_rnd, strategy, scores,
-                       dprime(sc["genuine"], sc["skilled"] or sc["random"]) if sc["skilled"] or sc["random"] else 0.0)
+        per_draw, pooled = [d[strategy] for d in scores], pooled_all[strategy]
+        impostor = "skilled" if pooled["skilled"] else "random" if pooled["random"] else None
+        mean_eer = lambda kind: float(np.mean([eer(d["genuine"], d[kind])[0] for d in per_draw])) if pooled[kind] else float("nan")  # noqa: E731
+        v = Validation(mean_eer("skilled"), mean_eer("random"),
+                       eer(pooled["genuine"], pooled[impostor])[1] if impostor else float("nan"), strategy, pooled_all,
+                       dprime(pooled["genuine"], pooled[impostor]) if impostor else 0.0)
         if best is None or v.key < best.key:
             best = v
     return best

@@ -263,6 +263,68 @@ def test_config_difference_names_the_first_setting_that_differs():
     assert config_difference(None, now) == "its saved settings cannot be read"
 
 
+def test_validation_averages_the_eers_of_several_reference_draws():
+    """val_draws = R: the validation EER of every strategy is the mean of R draws' EERs, each draw scored as a
+    verifier would (template_scores on that draw's references); the threshold and the calibration scores are those
+    of the R draws pooled; val_draws = 1 is the first-k protocol."""
+    from tdnn_siamese.distances import Distance
+    from tdnn_siamese.metrics import eer
+    from tdnn_siamese.model import embed_all
+    from tdnn_siamese.protocols import sk_protocol, sk_protocols
+    from tdnn_siamese.verifier import template_scores
+
+    cfg = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]",
+                                                  "model.embedding_dim=16"]))
+    prep = train_module.prepare(SAMPLE, cfg)
+    enc = train_module._new_encoder(cfg.model, 3)
+    enc.set_input_stats(*train_module.input_stats([prep.seqs[i] for i in prep.train_rows]))
+    table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
+    emb = embed_all(enc, [prep.seqs[i] for i in prep.val_rows])
+    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
+
+    def by_hand(proto, strategy):
+        sc = {"genuine": [], "skilled": [], "random": []}
+        for w, refs in proto.references.items():
+            t = proto.trials[proto.trials.writer == w]
+            for kind, v in zip(t["kind"], template_scores(emb[refs], emb[t["query"].tolist()], dist, strategy).tolist()):
+                sc[kind].append(v)
+        return sc
+
+    one = train_module.validate(enc, prep, cfg.__class__(cfg.features, cfg.model, cfg.train.replace(val_draws=1)))
+    first = by_hand(sk_protocol(table, 5), one.strategy)
+    np.testing.assert_allclose(one.scores[one.strategy]["skilled"], first["skilled"], rtol=1e-5)
+    assert one.eer_skilled == pytest.approx(eer(first["genuine"], first["skilled"])[0])
+    four = train_module.validate(enc, prep, cfg.__class__(cfg.features, cfg.model, cfg.train.replace(val_draws=4)))
+    protos = sk_protocols(table, 5, 4, cfg.train.seed)
+    assert len({tuple(p.references[w]) for p in protos for w in p.references}) > len(protos[0].references)  # draws differ
+    for strategy in four.scores:
+        draws = [by_hand(p, strategy) for p in protos]
+        pooled = {k: sum((d[k] for d in draws), []) for k in ("genuine", "skilled", "random")}
+        np.testing.assert_allclose(four.scores[strategy]["genuine"], pooled["genuine"], rtol=1e-5)
+        np.testing.assert_allclose(four.scores[strategy]["skilled"], pooled["skilled"], rtol=1e-5)
+        mean_eer = np.mean([eer(d["genuine"], d["skilled"])[0] for d in draws])
+        if strategy == four.strategy:
+            assert four.eer_skilled == pytest.approx(mean_eer)
+            assert four.threshold == pytest.approx(eer(pooled["genuine"], pooled["skilled"])[1], rel=1e-5)
+            assert four.eer_random == pytest.approx(np.mean([eer(d["genuine"], d["random"])[0] for d in draws]))
+        else:
+            assert four.eer_skilled <= mean_eer + 1e-9  # the kept strategy is the best one
+    assert len(four.scores[four.strategy]["genuine"]) == 4 * len(one.scores[one.strategy]["genuine"])
+
+
+def test_a_run_saved_before_val_draws_reads_back_with_one_draw_and_resumes_only_with_it():
+    """config.json of a run from before val_draws has no such key: it validated with one draw, which is what it
+    reads back as, so resuming it or mixing it into an experiment with today's default (10 draws) is refused."""
+    now = RunConfig.from_sections({}).to_dict()
+    assert now["train"]["val_draws"] == 10
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["val_draws"]
+    assert RunConfig.from_dict(old).train.val_draws == 1
+    assert config_difference(RunConfig.from_dict(old).to_dict(), now) == "train.val_draws = 1 there, 10 now"
+    with pytest.raises(ConfigError, match="val_draws"):
+        RunConfig.from_sections(apply_sets({}, ["train.val_draws=0"]))
+
+
 def test_resume_of_a_fine_tuned_run_needs_no_init_file_and_keeps_its_hash(tmp_path):
     """--resume of a fine-tuned run works with the init file gone (the weights come from train_state.pt);
     the provenance keeps the hash taken when training started."""
