@@ -290,11 +290,11 @@ def test_validation_averages_the_eers_of_several_reference_draws():
                 sc[kind].append(v)
         return sc
 
-    one = train_module.validate(enc, prep, cfg.__class__(cfg.features, cfg.model, cfg.train.replace(val_draws=1)))
+    one = train_module.validate(enc, prep, RunConfig(cfg.features, cfg.model, cfg.train.replace(val_draws=1)))
     first = by_hand(sk_protocol(table, 5), one.strategy)
     np.testing.assert_allclose(one.scores[one.strategy]["skilled"], first["skilled"], rtol=1e-5)
     assert one.eer_skilled == pytest.approx(eer(first["genuine"], first["skilled"])[0])
-    four = train_module.validate(enc, prep, cfg.__class__(cfg.features, cfg.model, cfg.train.replace(val_draws=4)))
+    four = train_module.validate(enc, prep, RunConfig(cfg.features, cfg.model, cfg.train.replace(val_draws=4)))
     protos = sk_protocols(table, 5, 4, cfg.train.seed)
     assert len({tuple(p.references[w]) for p in protos for w in p.references}) > len(protos[0].references)  # draws differ
     for strategy in four.scores:
