@@ -583,9 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a Siamese TDNN on a corpus; writes model.pt and metrics.csv",
                        description="Train a Siamese TDNN. Settings come from --config (TOML or JSON with sections "
-                       "[features], [model], [train]), then the shortcut flags, then --set, later wins. With the default "
-                       "architecture and features, training starts from the model pre-trained on synthetic writers that ships "
-                       "in data/pretrained/ (train.init=synthetic); --set train.init= starts from random weights.")
+                       "[features], [model], [train]), then the shortcut flags, then --set, later wins. Training starts from "
+                       "random weights; --set train.init=synthetic starts from the model pre-trained on synthetic writers "
+                       "that ships in data/pretrained/ (default architecture and features only).")
     p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
     p.add_argument("--out", required=True, help="run folder (model.pt, metrics.csv, config.json, train_state.pt)")
     _add_training_args(p, "seed of the writer split, initial weights and pairs (default: 0)")

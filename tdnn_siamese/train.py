@@ -9,10 +9,10 @@ to learn from and validation writers. Each epoch draws fresh pairs
 episodes (a writer's references and queries, :mod:`tdnn_siamese.episodes`)
 and ranks their template scores; then it scores the validation writers with
 the S_k protocol and records their EER. ``init`` starts from the weights of
-a model file instead of random ones: by default (``"synthetic"``) the
-model pre-trained on 600 synthetic writers that ships in
-``data/pretrained/`` (:func:`resolve_init`), when the run's architecture
-and features are its own. Epoch 0 validates the initial weights, so
+a model file instead of random ones; ``"synthetic"`` names the model
+pre-trained on 600 synthetic writers that ships in ``data/pretrained/``
+(:func:`resolve_init`), used when the run's architecture and features
+are its own. Epoch 0 validates the initial weights, so
 the table shows what training adds. With ``ema > 0`` (the default) the
 validated and kept weights are an exponential moving average of the
 trained ones, which smooths the epoch-to-epoch swings a small training set
@@ -107,8 +107,8 @@ class TrainConfig(StrictConfig):
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
-    init: str = "synthetic"  # "synthetic": the shipped model pre-trained on synthetic writers (PRETRAINED), when it fits the
-    #   architecture and features, else random weights; a path: that model.pt (it must fit); "": random initial weights
+    init: str = ""  # "": random initial weights; "synthetic": the shipped model pre-trained on synthetic writers
+    #   (PRETRAINED), when it fits the architecture and features, else random weights; a path: that model.pt (it must fit)
     seed: int = 0
 
     def validate(self) -> None:

@@ -179,11 +179,12 @@ def test_init_starts_from_a_model_file_and_refuses_another_architecture(tmp_path
 
 
 def test_the_shipped_pretrained_model_fits_todays_defaults_and_saw_only_synthetic_writers():
-    """data/pretrained/synthetic.pt (scripts/pretrain_synthetic.py) is what a default run starts from: it must have
-    the defaults' architecture and features (a change of defaults without rebuilding it fails here), and it was trained
-    from random weights on synthetic writers only, never on a real corpus."""
-    cfg = RunConfig.from_sections({})
-    assert cfg.train.init == SYNTHETIC_INIT and resolve_init(cfg) == str(PRETRAINED)
+    """data/pretrained/synthetic.pt (scripts/pretrain_synthetic.py) is what train.init = "synthetic" starts from: it
+    must have the defaults' architecture and features (a change of defaults without rebuilding it fails here), and it
+    was trained from random weights on synthetic writers only, never on a real corpus. The default is random weights."""
+    assert RunConfig.from_sections({}).train.init == ""
+    cfg = RunConfig.from_sections(apply_sets({}, [f"train.init={SYNTHETIC_INIT}"]))
+    assert resolve_init(cfg) == str(PRETRAINED)
     ck = load_checkpoint(PRETRAINED)
     assert train_module._init_mismatch(ck, cfg) is None
     prov = ck.provenance
@@ -194,7 +195,7 @@ def test_the_shipped_pretrained_model_fits_todays_defaults_and_saw_only_syntheti
 
 def test_synthetic_init_falls_back_to_random_weights_for_other_settings_and_says_so(caplog):
     """A WARNING, so the command line shows it at its default verbosity."""
-    small = RunConfig.from_sections(apply_sets({}, ["model.embedding_dim=16"]))
+    small = RunConfig.from_sections(apply_sets({}, ["model.embedding_dim=16", "train.init=synthetic"]))
     with caplog.at_level(logging.INFO, logger="tdnn_siamese.train"):
         assert resolve_init(small) == ""
     assert "model.embedding_dim = 32 but this run uses 16" in caplog.text and "random initial weights" in caplog.text
@@ -205,7 +206,7 @@ def test_synthetic_init_falls_back_to_random_weights_for_other_settings_and_says
 
 def test_synthetic_init_without_the_shipped_file_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_module, "PRETRAINED", tmp_path / "gone" / "synthetic.pt")
-    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 2
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1", "--set", "train.init=synthetic"]) == 2
     err = capsys.readouterr().err
     assert "train.init = 'synthetic'" in err and "missing" in err and "train.init to" in err and "Traceback" not in err
 
@@ -214,18 +215,18 @@ def test_a_damaged_shipped_file_is_a_clear_error(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "synthetic.pt"
     bad.write_bytes(b"not a model")
     monkeypatch.setattr(train_module, "PRETRAINED", bad)
-    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 2
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1", "--set", "train.init=synthetic"]) == 2
     err = capsys.readouterr().err
     assert "train.init = 'synthetic'" in err and str(bad) in err and "Traceback" not in err
     assert not (tmp_path / "r" / "config.json").exists()  # refused before anything was written
 
 
-def test_a_default_run_starts_from_the_shipped_model(tmp_path):
-    """Default settings: epoch 0 validates the shipped weights (input statistics included), the model file records
-    the shipped file's SHA-256; with train.init="" the same run starts from seeded random weights instead."""
+def test_train_init_synthetic_starts_from_the_shipped_model(tmp_path):
+    """train.init = "synthetic": epoch 0 validates the shipped weights (input statistics included), the model file
+    records the shipped file's SHA-256; the default run starts from seeded random weights instead."""
     still = ["--epochs", "1", "--set", "train.lr=1e-12", "--set", "train.ema=0", "--set", "train.pairs_per_epoch=64"]
-    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "ft"), *still]) == 0
-    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "rnd"), "--set", "train.init=", *still]) == 0
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "ft"), "--set", "train.init=synthetic", *still]) == 0
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "rnd"), *still]) == 0
     ft, rnd, shipped = weights(tmp_path / "ft"), weights(tmp_path / "rnd"), load_checkpoint(PRETRAINED).encoder.state_dict()
     for k in shipped:
         torch.testing.assert_close(ft[k], shipped[k], rtol=0, atol=1e-6)
