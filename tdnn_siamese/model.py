@@ -43,7 +43,8 @@ cheap cousin of DTW's).
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) hold everything
 needed to use a model: format version, model and feature configs, weights,
 the default scoring strategy and its calibrated threshold, validation scores
-for every scoring strategy (``calibration[strategy][kind]``) and provenance.
+for every scoring strategy (``calibration[strategy][kind]``; at most
+``CALIBRATION_MAX`` per kind, quantiles of larger sets) and provenance.
 They are written atomically and read with ``torch.load(weights_only=True)``.
 Version 1 files (one strategy, ``mean``) are still read.
 """
@@ -55,7 +56,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -312,6 +313,20 @@ class Checkpoint:
     path: str
 
 
+CALIBRATION_MAX = 5000  # validation scores a model file keeps per strategy and kind (see save_checkpoint)
+
+
+def _kept_scores(values: Sequence[float]) -> list[float]:
+    """All of ``values`` up to ``CALIBRATION_MAX``; beyond, that many evenly spaced quantiles of them (minimum and
+    maximum included): enough for the logistic calibration and thresholds down to a FAR of 1/5000, while
+    validation over many writers and reference draws would otherwise write megabytes of scores into every model."""
+    v = [float(x) for x in values]
+    if len(v) <= CALIBRATION_MAX:
+        return v
+    v.sort()
+    return [v[i] for i in np.linspace(0, len(v) - 1, CALIBRATION_MAX).round().astype(int)]
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     encoder: TDNN,
@@ -333,7 +348,7 @@ def save_checkpoint(
         "distance": distance,
         "threshold": float(threshold),
         "scoring": scoring,
-        "calibration": {s: {k: [float(x) for x in v] for k, v in c.items()} for s, c in calibration.items()},
+        "calibration": {s: {k: _kept_scores(v) for k, v in c.items()} for s, c in calibration.items()},
         "provenance": json.loads(json.dumps(provenance, default=str)),  # plain types only: weights_only loading
     }
     buf = io.BytesIO()

@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,6 +164,25 @@ def test_checkpoint_round_trip_is_self_contained(tmp_path):
     x = torch.randn(2, 77, 8)
     torch.testing.assert_close(ck.encoder(x), enc(x))
     assert not ck.encoder.training
+
+
+def test_a_model_file_keeps_at_most_calibration_max_scores_per_kind_as_quantiles(tmp_path):
+    """Validation over many writers and reference draws: beyond CALIBRATION_MAX scores a kind keeps evenly spaced
+    quantiles (extremes included), so the file stays small and its thresholds stay where the full set puts them."""
+    from tdnn_siamese.metrics import eer
+    from tdnn_siamese.model import CALIBRATION_MAX
+
+    rng = np.random.default_rng(0)
+    g, s = rng.normal(1, 1, 3 * CALIBRATION_MAX), rng.normal(-1, 1, 2 * CALIBRATION_MAX + 7)
+    _save(tmp_path / "model.pt", calibration={"mean": {"genuine": g.tolist(), "skilled": s.tolist(), "random": [0.5, -0.5]}})
+    cal = load_checkpoint(tmp_path / "model.pt").calibration["mean"]
+    assert len(cal["genuine"]) == len(cal["skilled"]) == CALIBRATION_MAX and cal["random"] == [0.5, -0.5]  # small: as given
+    assert cal["genuine"] == sorted(cal["genuine"]) and (cal["genuine"][0], cal["genuine"][-1]) == (g.min(), g.max())
+    np.testing.assert_allclose(np.quantile(cal["skilled"], [0.1, 0.5, 0.9]), np.quantile(s, [0.1, 0.5, 0.9]), atol=2e-3)
+    assert eer(cal["genuine"], cal["skilled"])[0] == pytest.approx(eer(g, s)[0], abs=2e-3)
+    _save(tmp_path / "small.pt", calibration={"mean": {"genuine": [0.9], "skilled": [0.1]}})
+    grown = (tmp_path / "model.pt").stat().st_size - (tmp_path / "small.pt").stat().st_size
+    assert grown < 12 * 2 * CALIBRATION_MAX + 4000  # the kept scores only (all 25,007 would take about twice that)
 
 
 def test_a_file_from_before_znorm_reads_as_not_normalised(tmp_path):
