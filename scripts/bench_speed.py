@@ -140,7 +140,7 @@ def bench_features(sigs: list, repeats: int, default: FeatureConfig) -> dict:
 def bench_embed(repeats: int, mm: float, n_single: int) -> dict:
     out = {}
     for preset in ("bromley", "modern"):
-        n_feat = len(FEATURE_SETS[PRESET_FEATURES[preset]])  # modern: kinematic (5), bromley: bromley (8)
+        n_feat = len(FEATURE_SETS[PRESET_FEATURES[preset]])  # modern: rich (12), bromley: bromley (8)
         with torch.random.fork_rng():
             torch.manual_seed(0)
             enc = TDNN(TDNNConfig.from_preset(preset, n_feat)).eval()

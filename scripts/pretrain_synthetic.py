@@ -4,16 +4,14 @@
 
 1. ``tdnn-siamese synth``: 600 sigma-lognormal writers x (20 genuine + 20
    skilled forgeries), seed 7 (:mod:`tdnn_siamese.synth`; about 2 minutes);
-2. ``tdnn-siamese train`` on them with today's defaults but random initial
-   weights (``train.init = ""``) and validation on the first 5 references
-   only (``train.val_draws = 1``, as when the shipped file was built), at
-   most 15 epochs, patience 4: about 14
+2. ``tdnn-siamese train`` on them with today's defaults (random initial
+   weights, ``train.init = ""``), at most 15 epochs, patience 4: about 14
    minutes with one thread on 2 cores. Validation is on 120 of the
    synthetic writers; no real signature is read.
 
 ``--install`` then copies the kept model to ``data/pretrained/synthetic.pt``
-(atomically), the file that ``train.init = "synthetic"`` (the default) starts
-every run from when the run's architecture and features are the defaults
+(atomically), the file that ``train.init = "synthetic"`` starts a run from
+when the run's architecture and features are the defaults
 (README, "Training" and "Ablation"). One thread by default, so the same
 machine and torch version rebuild the same weights; the script prints the
 model's fingerprint (:func:`fingerprint`) to compare with the one in ``data/README.md``.
@@ -36,8 +34,7 @@ from tdnn_siamese.verifier import model_fingerprint
 from tdnn_siamese.synth import synthesize
 from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, architecture_difference, train
 
-SETTINGS = ["train.init=", "train.patience=4", "train.val_draws=1"]  # on top of the defaults (and --epochs); the shipped
-#   file kept the epoch that validated best with one draw of references, as every run did before val_draws
+SETTINGS = ["train.init=", "train.patience=4"]  # on top of the defaults (and --epochs)
 
 
 def fingerprint(path: str | Path) -> str:

@@ -544,7 +544,7 @@ STRATEGIES = ("mean", "nearest", "centroid", "gaussian", "wnorm", "mean_offset",
 
 def _add_training_args(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("--preset", choices=["modern", "bromley"],
-                   help="encoder preset (default: modern, trained on the kinematic features, which need pressure; "
+                   help="encoder preset (default: modern, trained on the 12 rich time functions, which need pressure; "
                         "bromley: Fig. 1 of the 1994 paper on its 8 features)")
     p.add_argument("--loss", choices=["contrastive", "contrastive_squared", "bromley", "template"],
                    help="training loss: template (default: episodes scored like verification; see README, Training) or a pair loss")

@@ -135,7 +135,7 @@ def test_config_sections_sets_and_errors(tmp_path):
 
 
 def test_default_features_need_pressure_and_the_error_says_what_to_do(tmp_path, capsys):
-    """The default (modern preset, kinematic features) on a corpus without pressure: one line, exit 2, the way out."""
+    """The default (modern preset, rich features) on a corpus without pressure: one line, exit 2, the way out."""
     manifest = pd.read_csv(SAMPLE / "manifest.csv", dtype=str)
     manifest = manifest[manifest.writer.isin(sorted(manifest.writer.unique())[:4])]
     for rel in manifest["path"]:
