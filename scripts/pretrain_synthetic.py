@@ -5,7 +5,7 @@
 1. ``tdnn-siamese synth``: 600 sigma-lognormal writers x (20 genuine + 20
    skilled forgeries), seed 7 (:mod:`tdnn_siamese.synth`; about 2 minutes);
 2. ``tdnn-siamese train`` on them with today's defaults (random initial
-   weights, ``train.init = ""``), at most 15 epochs, patience 4: about 14
+   weights, ``train.init = ""``), at most 15 epochs, patience 4: about 16
    minutes with one thread on 2 cores. Validation is on 120 of the
    synthetic writers; no real signature is read.
 

@@ -2,8 +2,8 @@
 
     python scripts/validation_draws.py EXPERIMENT_DIR [--draws 100] [--group 10] [--out FILE.json]
 
-For every ``foldN/run`` of a ``tdnn-siamese experiment --method tdnn``
-folder, the fold model (its kept weights and its own scoring strategy)
+For every ``foldN/run`` of a ``tdnn-siamese experiment`` folder (``--method
+tdnn`` or ``fusion``), the fold model (its kept weights and its own scoring strategy)
 scores its validation writers (inside the training folds: no test writer
 is read) with the S_k protocol of its run, k = ``train.val_k``:
 
@@ -14,7 +14,8 @@ is read) with the S_k protocol of its run, k = ``train.val_k``:
 and reports the skilled-forgery EER of the first-k protocol, the mean and
 standard deviation of the single draws' EERs, and the standard deviation
 of means of ``--group`` draws (disjoint groups of the same draws: what
-``train.val_draws = group`` leaves of that noise). The figures are printed
+``train.val_draws = group`` leaves of that noise); standard deviations
+are of the population (ddof 0). The figures are printed
 and written to ``--out`` (JSON, atomically).
 """
 
@@ -32,7 +33,7 @@ from tdnn_siamese.atomic import atomic_write_text
 from tdnn_siamese.distances import Distance
 from tdnn_siamese.metrics import eer
 from tdnn_siamese.model import CheckpointError, embed_all, load_checkpoint
-from tdnn_siamese.protocols import Protocol, fitting_k, sk_protocol
+from tdnn_siamese.protocols import Protocol, fitting_k, sk_protocol, sk_protocols
 from tdnn_siamese.train import RunConfig, prepare
 from tdnn_siamese.verifier import template_scores
 
@@ -59,9 +60,9 @@ def fold_figures(run: Path, draws: int, group: int) -> dict:
             raise ValueError(f"{run}: the validation writers have no skilled forgeries")
         return eer(sc["genuine"], sc["skilled"])[0]
 
-    single = np.array([skilled_eer(sk_protocol(table, k, np.random.default_rng([SEED, d]), d)) for d in range(draws)])
+    single = np.array([skilled_eer(p) for p in sk_protocols(table, k, draws, SEED)])
     means = single[: draws // group * group].reshape(-1, group).mean(axis=1)
-    return {"strategy": ck.scoring, "k": k, "validation_writers": int(table["writer"].nunique()),
+    return {"strategy": ck.scoring, "k": k, "validation_writers": len(sk_protocol(table, k, warn=False).references),
             "first_k": skilled_eer(sk_protocol(table, k)), "draws": draws, "draw_mean": float(single.mean()),
             "draw_sd": float(single.std()), "draw_min": float(single.min()), "draw_max": float(single.max()),
             "group": group, "groups": len(means), "group_mean_sd": float(means.std()) if len(means) > 1 else None}
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the figures here (JSON)")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    runs = sorted(Path(args.experiment).glob("fold*/run"), key=lambda p: int(p.parent.name.removeprefix("fold") or 0))
     try:
+        runs = sorted(Path(args.experiment).glob("fold*/run"),
+                      key=lambda p: (len(p.parent.name), p.parent.name))  # fold2 before fold10
         if args.draws < 2 or not 1 <= args.group <= args.draws:
             raise ValueError("--draws must be at least 2 and --group between 1 and --draws")
         if not runs:

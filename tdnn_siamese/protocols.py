@@ -50,11 +50,14 @@ def fitting_k(table: pd.DataFrame, k: int) -> int:
     return max(1, min(k, int(counts.max()) - 1)) if len(counts) else 1
 
 
-def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = None, draw: int = 0) -> Protocol:
+def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = None, draw: int = 0,
+                warn: bool = True) -> Protocol:
     """The S_k protocol over every writer of ``table`` with at least k genuine signatures.
 
     With ``rng`` the k references are a random draw among the writer's genuine
-    signatures instead of the first k.
+    signatures instead of the first k. ``warn``: log the writers left out
+    (:func:`sk_protocols` does for its first draw only: the same writers are
+    left out of every draw).
     """
     if k < 1:
         raise ProtocolError(f"k must be at least 1, got {k}")
@@ -65,7 +68,8 @@ def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = N
         if order:
             firsts[w] = order[0]  # the random-forgery trial of this writer, whatever the reference draw
         if len(order) < k:
-            logger.warning("writer %s has %d genuine signatures, fewer than k=%d: left out of the protocol", w, len(order), k)
+            if warn:
+                logger.warning("writer %s has %d genuine signatures, fewer than k=%d: left out of the protocol", w, len(order), k)
             continue
         if rng is not None:
             pick = set(rng.choice(len(order), size=k, replace=False).tolist())
@@ -87,7 +91,7 @@ def sk_protocols(table: pd.DataFrame, k: int, draws: int = 1, seed: int = 0) -> 
         raise ProtocolError(f"draws must be at least 1, got {draws}")
     if draws == 1:
         return [sk_protocol(table, k)]
-    return [sk_protocol(table, k, np.random.default_rng([seed, d]), d) for d in range(draws)]
+    return [sk_protocol(table, k, np.random.default_rng([seed, d]), d, warn=d == 0) for d in range(draws)]
 
 
 def parse_protocol(name: str) -> int:

@@ -82,6 +82,10 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "s
 # TrainConfig's defaults suit the default encoder, whose "frames" are compared by DTW; an encoder that pools
 # time away into one embedding gets these instead (the defaults before DTW over frames, chosen the same way).
 POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gaussian", "rank_scale": 2.0, "epochs": 40}
+# TrainConfig fields added after runs were saved, with the value every earlier run had (not the default now): a saved
+# config.json without the key reads back with it, so resuming such a run, or mixing it into an experiment, under
+# today's default is refused as the other setting it is.
+LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1}
 
 
 @dataclass(frozen=True)
@@ -156,8 +160,8 @@ class RunConfig:
         """Rebuild a resolved configuration (``to_dict`` output, e.g. a run's ``config.json``)."""
         if not isinstance(d, dict) or set(d) != {"features", "model", "train"}:
             raise ConfigError("a resolved config has exactly the sections features, model and train")
-        if isinstance(d["train"], dict) and "val_draws" not in d["train"]:  # saved before the setting existed: one draw
-            d = {**d, "train": {**d["train"], "val_draws": 1}}
+        if isinstance(d["train"], dict):  # a run saved before a setting existed ran with that setting's value of its time
+            d = {**d, "train": {**LATER_TRAIN_FIELDS, **d["train"]}}
         cfg = cls(FeatureConfig.from_dict(d["features"]), TDNNConfig.from_dict(d["model"]), TrainConfig.from_dict(d["train"]))
         cfg.check()
         return cfg
@@ -317,9 +321,9 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     With ``val_draws = 1`` the references are each writer's first k genuine
     signatures; with R > 1 the protocol is repeated with R seeded random
     draws of them (as the evaluation's ``--draws``) and each strategy's EER
-    is the mean over draws: with six validation writers one choice of
-    references moves the EER by a trial or two, which is more than most
-    settings or epochs differ by. The strategy with the lowest EER
+    is the mean over draws: with six validation writers the EER of one
+    draw varied with a standard deviation of 1-2.5 points (README,
+    "Ablation"), more than most settings or epochs differ by. The strategy with the lowest EER
     (skilled, then random; the earlier one in ``STRATEGIES`` on a tie) is
     the model's default; its threshold is the EER threshold of its scores
     pooled over draws, which are also the model's calibration scores.
@@ -336,7 +340,7 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
         trials = [p.trials[p.trials.writer == w] for p in protos]
         rows = sorted(set().union(*(t["query"] for t in trials)))
         cols = sorted(set().union(*(p.references[w] for p in protos)))
-        cross_all = dist.matrix(emb[rows], emb[cols])  # once for all draws and every strategy that reads comparisons only
+        cross_all = dist.matrix(emb[rows], emb[cols])  # once for all draws, for the strategies that read comparisons only
         at_row, at_col = {q: i for i, q in enumerate(rows)}, {r: i for i, r in enumerate(cols)}
         for p, t, sc in zip(protos, trials, scores):
             refs = p.references[w]

@@ -53,6 +53,15 @@ def test_random_draws_are_seeded_distinct_and_keep_the_trials_consistent():
     assert [p.references for p in sk_protocols(t, 3)] == [sk_protocol(t, 3).references]
 
 
+def test_a_writer_left_out_is_logged_once_however_many_draws(caplog):
+    """C has fewer genuine signatures than k: left out of every draw, said once (training validates 10 draws an epoch)."""
+    with caplog.at_level("WARNING", logger="tdnn_siamese.protocols"):
+        ps = sk_protocols(table(), 4, draws=5, seed=0)
+    assert all(set(p.references) == {"A", "B"} for p in ps)
+    said = [r for r in caplog.records if "writer C has 3 genuine signatures" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+
+
 def test_protocol_errors():
     with pytest.raises(ProtocolError, match="no writer has 7 genuine signatures"):
         sk_protocol(table(), 7)

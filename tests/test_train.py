@@ -313,7 +313,7 @@ def test_validation_averages_the_eers_of_several_reference_draws():
     assert len(four.scores[four.strategy]["genuine"]) == 4 * len(one.scores[one.strategy]["genuine"])
 
 
-def test_a_run_saved_before_val_draws_reads_back_with_one_draw_and_resumes_only_with_it():
+def test_a_config_saved_before_val_draws_reads_back_with_one_draw_unlike_todays_default():
     """config.json of a run from before val_draws has no such key: it validated with one draw, which is what it
     reads back as, so resuming it or mixing it into an experiment with today's default (10 draws) is refused."""
     now = RunConfig.from_sections({}).to_dict()

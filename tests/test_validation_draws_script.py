@@ -41,6 +41,8 @@ def test_the_script_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert "no foldN/run folder" in capsys.readouterr().err
     assert mod.main([str(tmp_path), "--draws", "1"]) == 2
     assert "--draws must be at least 2" in capsys.readouterr().err
+    assert mod.main([str(tmp_path), "--draws", "4", "--group", "5"]) == 2
+    assert "--group between 1 and --draws" in capsys.readouterr().err
     (tmp_path / "fold1" / "run").mkdir(parents=True)
     assert mod.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
