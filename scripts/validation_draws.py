@@ -34,8 +34,7 @@ from tdnn_siamese.distances import Distance
 from tdnn_siamese.metrics import eer
 from tdnn_siamese.model import CheckpointError, embed_all, load_checkpoint
 from tdnn_siamese.protocols import Protocol, fitting_k, sk_protocol, sk_protocols
-from tdnn_siamese.train import RunConfig, prepare
-from tdnn_siamese.verifier import template_scores
+from tdnn_siamese.train import RunConfig, draw_scores, prepare
 
 SEED = 999  # the draws' seed: other draws than any training run's validation (whose seed is train.seed)
 
@@ -50,20 +49,18 @@ def fold_figures(run: Path, draws: int, group: int) -> dict:
     dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
     k = fitting_k(table, cfg.train.val_k)
 
-    def skilled_eer(p: Protocol) -> float:
-        sc: dict[str, list[float]] = {"genuine": [], "skilled": []}
-        for w, refs in p.references.items():
-            t = p.trials[(p.trials.writer == w) & (p.trials.kind != "random")]
-            for kind, v in zip(t["kind"], template_scores(emb[refs], emb[t["query"].tolist()], dist, ck.scoring).tolist()):
-                sc[kind].append(v)
-        if not sc["skilled"]:
-            raise ValueError(f"{run}: the validation writers have no skilled forgeries")
-        return eer(sc["genuine"], sc["skilled"])[0]
+    def skilled_eers(protos: list[Protocol]) -> np.ndarray:  # training's own validation scoring, one strategy
+        out = []
+        for d in draw_scores(emb, protos, dist, [ck.scoring]):
+            if not d[ck.scoring]["skilled"]:
+                raise ValueError(f"{run}: the validation writers have no skilled forgeries")
+            out.append(eer(d[ck.scoring]["genuine"], d[ck.scoring]["skilled"])[0])
+        return np.array(out)
 
-    single = np.array([skilled_eer(p) for p in sk_protocols(table, k, draws, SEED)])
+    single = skilled_eers(sk_protocols(table, k, draws, SEED))
     means = single[: draws // group * group].reshape(-1, group).mean(axis=1)
     return {"strategy": ck.scoring, "k": k, "validation_writers": len(sk_protocol(table, k, warn=False).references),
-            "first_k": skilled_eer(sk_protocol(table, k)), "draws": draws, "draw_mean": float(single.mean()),
+            "first_k": float(skilled_eers([sk_protocol(table, k)])[0]), "draws": draws, "draw_mean": float(single.mean()),
             "draw_sd": float(single.std()), "draw_min": float(single.min()), "draw_max": float(single.max()),
             "group": group, "groups": len(means), "group_mean_sd": float(means.std()) if len(means) > 1 else None}
 

@@ -66,7 +66,7 @@ from .losses import PairLoss
 from .metrics import eer
 from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, Checkpoint, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
-from .protocols import fitting_k, sk_protocols
+from .protocols import Protocol, fitting_k, sk_protocols
 from .signature import Signature
 from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, SPREAD_STRATEGIES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
 
@@ -315,6 +315,30 @@ def dprime(genuine: list[float], impostor: list[float]) -> float:
     return float((g.mean() - i.mean()) / max(np.sqrt((g.var() + i.var()) / 2), 1e-12))
 
 
+def draw_scores(emb: torch.Tensor, protos: list[Protocol], dist: Distance,
+                strategies: list[str]) -> list[dict[str, dict[str, list[float]]]]:
+    """Scores of every trial of each protocol (one per reference draw, all of the same writers),
+    ``[draw][strategy][kind]``, from the embeddings ``emb`` of the protocols' table rows. Every query-reference
+    comparison is computed once per writer for all draws, for the strategies that read comparisons only."""
+    scores = [{s: {kind: [] for kind in ("genuine", "skilled", "random")} for s in strategies} for _ in protos]
+    for w in protos[0].references:
+        trials = [p.trials[p.trials.writer == w] for p in protos]
+        rows = sorted(set().union(*(t["query"] for t in trials)))
+        cols = sorted(set().union(*(p.references[w] for p in protos)))
+        cross_all = dist.matrix(emb[rows], emb[cols])
+        at_row, at_col = {q: i for i, q in enumerate(rows)}, {r: i for i, r in enumerate(cols)}
+        for p, t, sc in zip(protos, trials, scores):
+            refs = p.references[w]
+            cross = cross_all[[at_row[q] for q in t["query"]]][:, [at_col[r] for r in refs]]
+            spread = reference_spread(emb[refs], dist) if set(strategies) & set(SPREAD_STRATEGIES) else None
+            for strategy in strategies:
+                v = (matrix_scores(cross, spread, dist, strategy) if strategy in MATRIX_STRATEGIES
+                     else template_scores(emb[refs], emb[t["query"].tolist()], dist, strategy))
+                for kind, x in zip(t["kind"], v.tolist()):
+                    sc[strategy][kind].append(x)
+    return scores
+
+
 def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     """S_k protocol on the validation writers, scored with every strategy of :mod:`tdnn_siamese.verifier`.
 
@@ -335,22 +359,7 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
     usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]
     kinds = ("genuine", "skilled", "random")
-    scores = [{s: {kind: [] for kind in kinds} for s in usable} for _ in protos]  # per draw
-    for w in protos[0].references:
-        trials = [p.trials[p.trials.writer == w] for p in protos]
-        rows = sorted(set().union(*(t["query"] for t in trials)))
-        cols = sorted(set().union(*(p.references[w] for p in protos)))
-        cross_all = dist.matrix(emb[rows], emb[cols])  # once for all draws, for the strategies that read comparisons only
-        at_row, at_col = {q: i for i, q in enumerate(rows)}, {r: i for i, r in enumerate(cols)}
-        for p, t, sc in zip(protos, trials, scores):
-            refs = p.references[w]
-            cross = cross_all[[at_row[q] for q in t["query"]]][:, [at_col[r] for r in refs]]
-            spread = reference_spread(emb[refs], dist) if set(usable) & set(SPREAD_STRATEGIES) else None
-            for strategy in usable:
-                s = (matrix_scores(cross, spread, dist, strategy) if strategy in MATRIX_STRATEGIES
-                     else template_scores(emb[refs], emb[t["query"].tolist()], dist, strategy))
-                for kind, v in zip(t["kind"], s.tolist()):
-                    sc[strategy][kind].append(v)
+    scores = draw_scores(emb, protos, dist, usable)
     if not scores[0]["mean"]["genuine"]:
         raise ConfigError("validation writers have no genuine trials; they need more than val_k genuine signatures")
     pooled_all = {s: {kind: [v for d in scores for v in d[s][kind]] for kind in kinds} for s in usable}  # over draws
