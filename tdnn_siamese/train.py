@@ -85,7 +85,7 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 # TrainConfig fields added after runs were saved, with the value every earlier run had (not the default now): a saved
 # config.json without the key reads back with it, so resuming such a run, or mixing it into an experiment, under
 # today's default is refused as the other setting it is.
-LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1}
+LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,9 @@ class TrainConfig(StrictConfig):
     scoring: str = "mean"  # loss "template": the verifier strategy its episodes are scored with
     rank_scale: float = 10.0  # loss "template": slope of the softplus ranking surrogate
     episode_writers: int = 8  # loss "template": episodes (writers) per optimisation step
+    episode_genuine: int = 5  # loss "template": at most this many genuine queries per episode (after the val_k references)
+    episode_skilled: int = 5  # loss "template": at most this many of the writer's skilled forgeries per episode
+    episode_random: int = 2  # loss "template": genuine signatures of this many other writers per episode (random forgeries)
     global_weight: float = 0.0  # loss "template": weight of the ranking across the step's writers (global EER); 0: within writers only
     distance: str = "dtw"  # "dtw" for the "frames" pooling; with any other pooling RunConfig.from_sections defaults to "cosine"
     mix: tuple[float, ...] = BROMLEY_MIX
@@ -124,6 +127,9 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"scoring {self.scoring!r} needs {MIN_REFERENCES[self.scoring]} references but val_k is {self.val_k}")
         if not self.rank_scale > 0 or self.episode_writers < 1 or self.global_weight < 0:
             raise ConfigError("rank_scale and episode_writers must be positive, global_weight >= 0")
+        if self.episode_genuine < 1 or min(self.episode_skilled, self.episode_random) < 0 or not self.episode_skilled + self.episode_random:
+            raise ConfigError("an episode needs a genuine query (episode_genuine >= 1) and impostors "
+                              "(episode_skilled + episode_random >= 1, neither negative)")
         if self.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {self.distance!r}; known: {', '.join(DISTANCES)}")
         if self.loss == "bromley" and self.distance != "cosine":
@@ -553,7 +559,8 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
     dist = Distance.for_encoder(tc.distance, cfg.model.frame_dim)
     try:
         if tc.loss == "template":
-            return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring]),
+            return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring], n_genuine_queries=tc.episode_genuine,
+                                   n_skilled=tc.episode_skilled, n_random=tc.episode_random),
                     partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight))
         return PairSampler(train_table, tuple(tc.mix)), PairLoss(tc.loss, dist, margin=tc.margin)
     except ValueError as e:

@@ -275,7 +275,8 @@ def test_validation_averages_the_eers_of_several_reference_draws():
     from tdnn_siamese.verifier import template_scores
 
     cfg = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]",
-                                                  "model.embedding_dim=16"]))
+                                                  "model.embedding_dim=16", "train.val_k=3"]))  # the sample's
+    #   writers have 5 genuine signatures of session 1: draws of 3 among them differ, draws of 5 would not
     prep = train_module.prepare(SAMPLE, cfg)
     enc = train_module._new_encoder(cfg.model, 3)
     enc.set_input_stats(*train_module.input_stats([prep.seqs[i] for i in prep.train_rows]))
@@ -292,11 +293,11 @@ def test_validation_averages_the_eers_of_several_reference_draws():
         return sc
 
     one = train_module.validate(enc, prep, RunConfig(cfg.features, cfg.model, cfg.train.replace(val_draws=1)))
-    first = by_hand(sk_protocol(table, 5), one.strategy)
+    first = by_hand(sk_protocol(table, 3), one.strategy)
     np.testing.assert_allclose(one.scores[one.strategy]["skilled"], first["skilled"], rtol=1e-5)
     assert one.eer_skilled == pytest.approx(eer(first["genuine"], first["skilled"])[0])
     four = train_module.validate(enc, prep, RunConfig(cfg.features, cfg.model, cfg.train.replace(val_draws=4)))
-    protos = sk_protocols(table, 5, 4, cfg.train.seed)
+    protos = sk_protocols(table, 3, 4, cfg.train.seed)
     assert len({tuple(p.references[w]) for p in protos for w in p.references}) > len(protos[0].references)  # draws differ
     for strategy in four.scores:
         draws = [by_hand(p, strategy) for p in protos]
@@ -373,3 +374,26 @@ def test_dtw_over_frames_trains_verifies_and_checks_its_settings(tmp_path, capsy
         capsys.readouterr()
         assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "bad"), *sets, *SMALL]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_episode_settings_reach_the_sampler_and_are_checked():
+    """train.episode_genuine / _skilled / _random set how many queries of each kind every training episode draws."""
+    cfg = RunConfig.from_sections(apply_sets({}, ["train.episode_genuine=2", "train.episode_skilled=1", "train.episode_random=3"]))
+    prep = train_module.prepare(SAMPLE, cfg)
+    sampler, _ = train_module.objective(prep, cfg)
+    table = prep.table.iloc[prep.train_rows].reset_index(drop=True)
+    labels, writers = table["label"].to_numpy(), table["writer"].to_numpy()
+    eps = sampler.sample(20, np.random.default_rng(0))
+    assert eps
+    for e in eps:
+        own = writers[e.references[0]]
+        assert len(e.genuine) == 2 and len(e.impostors) == 4
+        assert labels[e.impostors[0]] == "skilled" and writers[e.impostors[0]] == own
+        assert all(labels[i] == "genuine" and writers[i] != own for i in e.impostors[1:])
+    for bad in (["train.episode_genuine=0"], ["train.episode_skilled=0", "train.episode_random=0"], ["train.episode_random=-1"]):
+        with pytest.raises(ConfigError, match="an episode needs"):
+            RunConfig.from_sections(apply_sets({}, bad))
+    old = RunConfig.from_sections({}).to_dict()
+    for key in ("episode_genuine", "episode_skilled", "episode_random"):
+        del old["train"][key]
+    assert config_difference(RunConfig.from_dict(old).to_dict(), RunConfig.from_sections({}).to_dict()) is None  # today's defaults
