@@ -40,8 +40,8 @@ def test_sk_references_trials_and_random_forgeries():
 
 def test_random_draws_are_seeded_distinct_and_keep_the_trials_consistent():
     t = table()
-    ps = sk_protocols(t, 3, draws=4, seed=1)
-    again = sk_protocols(t, 3, draws=4, seed=1)
+    ps = sk_protocols(t, 4, draws=4, seed=1)  # the first 4 span both sessions: drawn among all 6
+    again = sk_protocols(t, 4, draws=4, seed=1)
     assert [p.draw for p in ps] == [0, 1, 2, 3]
     assert [p.references for p in ps] == [p.references for p in again]
     assert len({tuple(p.references["A"]) for p in ps}) > 1
@@ -49,8 +49,24 @@ def test_random_draws_are_seeded_distinct_and_keep_the_trials_consistent():
         for w, refs in p.references.items():
             gen = set(t.index[(t.writer == w) & (t.label == "genuine")])
             trials = set(p.trials[(p.trials.writer == w) & (p.trials.kind == "genuine")]["query"])
-            assert len(refs) == 3 and set(refs) | trials == gen and not set(refs) & trials
+            assert len(refs) == 4 and set(refs) | trials == gen and not set(refs) & trials
     assert [p.references for p in sk_protocols(t, 3)] == [sk_protocol(t, 3).references]
+
+
+def test_draws_keep_to_the_sessions_of_the_first_k():
+    """As the first k, drawn references come from the earliest sessions, so the genuine queries stay mostly of later
+    ones (references drawn across sessions made SVC2004's S05 an easier task); without sessions, from all genuines."""
+    t = table()
+    first = {w: set(refs) for w, refs in sk_protocol(t, 3).references.items()}  # A, B: all 3 of session 1
+    ps = sk_protocols(t, 2, draws=12, seed=0)
+    for p in ps:
+        for w, refs in p.references.items():
+            assert set(refs) <= first[w] and all(t.at[i, "session"] == 1 for i in refs)
+    assert len({tuple(p.references["A"]) for p in ps}) == 3  # every pair of the 3 of session 1 turns up
+    assert all(p.references == sk_protocol(t, 3).references for p in sk_protocols(t, 3, draws=3))  # all of session 1
+    t["session"] = pd.array([pd.NA] * len(t), dtype="Int64")
+    drawn = set().union(*(p.references["A"] for p in sk_protocols(t, 2, draws=30, seed=0)))
+    assert drawn == set(t.index[(t.writer == "A") & (t.label == "genuine")])  # no sessions: any genuine signature
 
 
 def test_a_writer_left_out_is_logged_once_however_many_draws(caplog):

@@ -19,7 +19,8 @@ def test_the_script_reports_first_k_and_draw_figures_of_each_fold(tmp_path, caps
     table = datasets.load(SAMPLE)
     fold = tmp_path / "exp" / "fold1"
     datasets.write_manifest(table.to_dict("records"), fold / "train" / "manifest.csv")
-    half = ["--set", "train.val_fraction=0.5"]  # 6 validation writers: an EER that is not 0 and depends on the draw
+    half = ["--set", "train.val_fraction=0.5", "--set", "train.val_k=3"]  # 6 validation writers: an EER that is not 0
+    #   and depends on the draw (of 3 among each writer's 5 genuine signatures of session 1)
     assert main(["train", "--data", str(fold / "train"), "--out", str(fold / "run"), "--epochs", "1", *SMALL_TRAIN, *half]) == 0
     capsys.readouterr()
     out = tmp_path / "draws.json"
