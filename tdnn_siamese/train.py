@@ -350,7 +350,8 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
 
     With ``val_draws = 1`` the references are each writer's first k genuine
     signatures; with R > 1 the protocol is repeated with R seeded random
-    draws of them (as the evaluation's ``--draws``) and each strategy's EER
+    draws of them (as the evaluation's ``--draws``: among the sessions the
+    first k come from, so that validation measures the reported task) and each strategy's EER
     is the mean over draws: with six validation writers the EER of one
     draw varied with a standard deviation of 1-2.5 points (README,
     "Ablation"), more than most settings or epochs differ by. The strategy with the lowest EER
