@@ -9,7 +9,9 @@ is read) with the S_k protocol of its run, k = ``train.val_k``:
 
 - once with each writer's first k genuine signatures as references (what
   validation did before ``train.val_draws``), and
-- ``--draws`` times with seeded random draws of them,
+- ``--draws`` times with seeded random draws of them, from where the run
+  drew its validation references (``train.val_draw_pool``: the sessions of
+  the first k, or all genuines for runs saved before that setting),
 
 and reports the skilled-forgery EER of the first-k protocol, the mean and
 standard deviation of the single draws' EERs, and the standard deviation
@@ -57,7 +59,7 @@ def fold_figures(run: Path, draws: int, group: int) -> dict:
             out.append(eer(d[ck.scoring]["genuine"], d[ck.scoring]["skilled"])[0])
         return np.array(out)
 
-    single = skilled_eers(sk_protocols(table, k, draws, SEED))
+    single = skilled_eers(sk_protocols(table, k, draws, SEED, cfg.train.val_draw_pool))  # drawn as the run validated
     means = single[: draws // group * group].reshape(-1, group).mean(axis=1)
     return {"strategy": ck.scoring, "k": k, "validation_writers": len(sk_protocol(table, k, warn=False).references),
             "first_k": float(skilled_eers([sk_protocol(table, k)])[0]), "draws": draws, "draw_mean": float(single.mean()),

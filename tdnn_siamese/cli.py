@@ -328,7 +328,7 @@ def _method(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import datasets
     from .evaluate import report, score_protocols, write_report
-    from .protocols import parse_protocol, sk_protocols
+    from .protocols import DRAWS_TEXT, parse_protocol, sk_protocols
 
     out = Path(args.out)
     _fresh_out(out)
@@ -341,7 +341,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scores["threshold"] = threshold
     meta = {"method": args.method, "data": args.data, "data_fingerprint": datasets.fingerprint(table), "protocol": f"S{k:02d}",
             "protocol_text": f"per writer the first {k} genuine signatures (session 1 first) are references"
-                             + (f", or {args.draws} random draws of {k}" if args.draws > 1 else "")
+                             + (f", or {args.draws} random draws of {k} " + DRAWS_TEXT["sessions"].format(k=k) if args.draws > 1 else "")
                              + "; random forgeries are the first genuine signature of every other writer",
             "model": args.model, "strategy": getattr(method, "strategy", None), "threshold": threshold}
     if args.model:
@@ -599,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["tdnn", "dtw"], default="tdnn", help="tdnn (default) or the DTW baseline")
     p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
     p.add_argument("--protocol", default="S05", help="S_k: k references per writer (default: S05)")
-    p.add_argument("--draws", type=int, default=1, help="repeat with this many random reference draws (default: 1 = the first k)")
+    p.add_argument("--draws", type=int, default=1, help="repeat with this many random reference draws, each among the genuine signatures of the "
+                   "sessions the first k come from (default: 1 = the first k)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference draws (default: 0)")
     p.add_argument("--strategy", choices=STRATEGIES, help="scoring strategy (default: the model's)")
     p.add_argument("--out", required=True, help="report folder (must not hold a report already)")
@@ -617,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=4, help="number of writer-disjoint folds (default: 4)")
     p.add_argument("--protocol", default="S05", help="S_k, or several separated by commas, each reported in its own "
                    "subfolder (default: S05; e.g. S05,S10)")
-    p.add_argument("--draws", type=int, default=1, help="random reference draws per writer (default: 1 = the first k)")
+    p.add_argument("--draws", type=int, default=1, help="random reference draws per writer, each among the genuine signatures of the sessions "
+                   "the first k come from (default: 1 = the first k)")
     p.add_argument("--out", required=True, help="experiment folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")
     _add_training_args(p, "seed of the folds, reference draws and training (default: 0)")

@@ -26,6 +26,10 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 KINDS = ("genuine", "skilled", "random")
+NO_SESSION = 10**9  # the session of a signature without one: after every known session
+DRAW_POOLS = ("sessions", "all")  # where random references are drawn from: the sessions of the first k, or every genuine
+DRAWS_TEXT = {"sessions": "drawn among the genuine signatures of the sessions the first {k} come from",
+              "all": "drawn among all genuine signatures"}
 
 
 class ProtocolError(ValueError):
@@ -49,9 +53,6 @@ def _genuine_order(table: pd.DataFrame, writer: str) -> tuple[list[int], list[in
     return g.index.tolist(), [int(x) for x in g["_s"]]
 
 
-NO_SESSION = 10**9  # the session of a signature without one: after every known session
-
-
 def fitting_k(table: pd.DataFrame, k: int) -> int:
     """``k`` capped so that the writer with the most genuine signatures keeps one as a query (at least 1)."""
     counts = table[table.label == "genuine"].groupby("writer").size()
@@ -59,20 +60,23 @@ def fitting_k(table: pd.DataFrame, k: int) -> int:
 
 
 def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = None, draw: int = 0,
-                warn: bool = True) -> Protocol:
+                warn: bool = True, pool: str = "sessions") -> Protocol:
     """The S_k protocol over every writer of ``table`` with at least k genuine signatures.
 
     With ``rng`` the k references are a random draw instead of the first k:
     among the writer's genuine signatures of the sessions the first k come
     from (SVC2004, S05: 5 of the 10 of session 1, so that, as with the first
     5, most genuine queries are of the later session; S10: all of session 1,
-    every draw alike), or among all of them where sessions are unknown.
-    ``warn``: log the writers left out
+    every draw alike), or among all of them where sessions are unknown;
+    ``pool = "all"``: among all of them whatever the sessions (what this
+    toolkit did before 2026-11-29, commit e6693d3). ``warn``: log the writers left out
     (:func:`sk_protocols` does for its first draw only: the same writers are
     left out of every draw).
     """
     if k < 1:
         raise ProtocolError(f"k must be at least 1, got {k}")
+    if pool not in DRAW_POOLS:
+        raise ProtocolError(f"unknown draw pool {pool!r}; known: {', '.join(DRAW_POOLS)}")
     table = table.reset_index(drop=True)
     refs, orders, firsts = {}, {}, {}
     for w in pd.unique(table["writer"]):
@@ -84,8 +88,9 @@ def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = N
                 logger.warning("writer %s has %d genuine signatures, fewer than k=%d: left out of the protocol", w, len(order), k)
             continue
         if rng is not None:
-            pool = sum(x <= sessions[k - 1] for x in sessions)  # the sessions of the first k, in full
-            pick = set(rng.choice(pool, size=k, replace=False).tolist())
+            n = sum(x <= sessions[k - 1] for x in sessions) if pool == "sessions" else len(order)  # the sessions of
+            #   the first k, in full (sessions are sorted), or all
+            pick = set(rng.choice(n, size=k, replace=False).tolist())
             order = [order[i] for i in sorted(pick)] + [order[i] for i in range(len(order)) if i not in pick]
         refs[w], orders[w] = order[:k], order
     if not refs:
@@ -98,13 +103,13 @@ def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = N
     return Protocol(k=k, references=refs, trials=pd.DataFrame(rows, columns=["writer", "query", "kind"]), draw=draw)
 
 
-def sk_protocols(table: pd.DataFrame, k: int, draws: int = 1, seed: int = 0) -> list[Protocol]:
-    """S_k once (first k references), or ``draws`` times with seeded random references."""
+def sk_protocols(table: pd.DataFrame, k: int, draws: int = 1, seed: int = 0, pool: str = "sessions") -> list[Protocol]:
+    """S_k once (first k references), or ``draws`` times with seeded random references (from ``pool``, see :func:`sk_protocol`)."""
     if draws < 1:
         raise ProtocolError(f"draws must be at least 1, got {draws}")
     if draws == 1:
         return [sk_protocol(table, k)]
-    return [sk_protocol(table, k, np.random.default_rng([seed, d]), d, warn=d == 0) for d in range(draws)]
+    return [sk_protocol(table, k, np.random.default_rng([seed, d]), d, warn=d == 0, pool=pool) for d in range(draws)]
 
 
 def parse_protocol(name: str) -> int:

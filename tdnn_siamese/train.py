@@ -66,7 +66,7 @@ from .losses import PairLoss
 from .metrics import eer
 from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, Checkpoint, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
-from .protocols import Protocol, fitting_k, sk_protocols
+from .protocols import DRAW_POOLS, Protocol, fitting_k, sk_protocols
 from .signature import Signature
 from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, SPREAD_STRATEGIES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
 
@@ -85,7 +85,8 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 # TrainConfig fields added after runs were saved, with the value every earlier run had (not the default now): a saved
 # config.json without the key reads back with it, so resuming such a run, or mixing it into an experiment, under
 # today's default is refused as the other setting it is.
-LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2}
+LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
+                                      "val_draw_pool": "all"}
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class TrainConfig(StrictConfig):
     val_fraction: float = 0.2
     val_k: int = 5
     val_draws: int = 10  # > 1: validation repeated with that many seeded random draws of the references, EERs averaged
+    val_draw_pool: str = "sessions"  # where the draws come from: "sessions" = the sessions of the first val_k (as the
+    #   protocol's references), "all" = every genuine signature (runs before commit e6693d3)
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
@@ -145,6 +148,8 @@ class TrainConfig(StrictConfig):
             raise ConfigError("val_fraction must be in (0, 1); lr and margin positive; weight_decay >= 0")
         if len(self.mix) != 3 or min(self.mix) < 0 or abs(sum(self.mix) - 1) > 1e-6:
             raise ConfigError(f"mix must be three non-negative shares summing to 1, got {self.mix}")
+        if self.val_draw_pool not in DRAW_POOLS:
+            raise ConfigError(f"val_draw_pool must be one of {', '.join(DRAW_POOLS)}, got {self.val_draw_pool!r}")
         if not isinstance(self.init, str):
             raise ConfigError(f"init is the path of a model file (or empty), got {self.init!r}")
 
@@ -362,7 +367,7 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     val_table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
     k = fitting_k(val_table, cfg.train.val_k)
-    protos = sk_protocols(val_table, k, cfg.train.val_draws, cfg.train.seed)
+    protos = sk_protocols(val_table, k, cfg.train.val_draws, cfg.train.seed, cfg.train.val_draw_pool)
     dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
     usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]
     kinds = ("genuine", "skilled", "random")

@@ -64,9 +64,27 @@ def test_draws_keep_to_the_sessions_of_the_first_k():
             assert set(refs) <= first[w] and all(t.at[i, "session"] == 1 for i in refs)
     assert len({tuple(p.references["A"]) for p in ps}) == 3  # every pair of the 3 of session 1 turns up
     assert all(p.references == sk_protocol(t, 3).references for p in sk_protocols(t, 3, draws=3))  # all of session 1
+    everyone = set(t.index[(t.writer == "A") & (t.label == "genuine")])
+    assert set().union(*(p.references["A"] for p in sk_protocols(t, 2, draws=30, seed=0, pool="all"))) == everyone
+    with pytest.raises(ProtocolError, match="unknown draw pool"):
+        sk_protocols(t, 2, draws=2, pool="some")
     t["session"] = pd.array([pd.NA] * len(t), dtype="Int64")
     drawn = set().union(*(p.references["A"] for p in sk_protocols(t, 2, draws=30, seed=0)))
-    assert drawn == set(t.index[(t.writer == "A") & (t.label == "genuine")])  # no sessions: any genuine signature
+    assert drawn == everyone  # no sessions: any genuine signature
+
+
+def test_the_draw_pool_with_later_and_unknown_sessions():
+    """Sessions 2 and 3 and none: the pool is the earliest sessions up to the k-th reference's, in full; a signature
+    without a session sorts last and joins the pool only when the first k reach it."""
+    sessions = [3, 2, pd.NA, 2, 3, 3]  # by number: session 2 holds g1, g3; session 3 g0, g4, g5; g2 has none
+    t = pd.DataFrame({"writer": "A", "label": "genuine", "session": pd.array(sessions, dtype="Int64"), "number": range(6),
+                      "path": [f"g{i}" for i in range(6)]})
+    path = lambda idx: {t.at[i, "path"] for i in idx}  # noqa: E731
+    drawn = lambda k: set().union(*(path(p.references["A"]) for p in sk_protocols(t, k, draws=40, seed=0)))  # noqa: E731
+    assert drawn(2) == {"g1", "g3"}  # the first 2 are session 2: all of it, every draw
+    assert drawn(3) == {"g1", "g3", "g0", "g4", "g5"}  # the 3rd is of session 3: sessions 2 and 3, not g2
+    assert drawn(5) == {"g1", "g3", "g0", "g4", "g5"}
+    assert drawn(6) == path(range(6))
 
 
 def test_a_writer_left_out_is_logged_once_however_many_draws(caplog):

@@ -312,6 +312,10 @@ def test_validation_averages_the_eers_of_several_reference_draws():
         else:
             assert four.eer_skilled <= mean_eer + 1e-9  # the kept strategy is the best one
     assert len(four.scores[four.strategy]["genuine"]) == 4 * len(one.scores[one.strategy]["genuine"])
+    every = train_module.validate(enc, prep, RunConfig(cfg.features, cfg.model, cfg.train.replace(val_draws=4, val_draw_pool="all")))
+    drawn = [by_hand(p, every.strategy) for p in sk_protocols(table, 3, 4, cfg.train.seed, pool="all")]
+    np.testing.assert_allclose(every.scores[every.strategy]["skilled"], sum((d["skilled"] for d in drawn), []), rtol=1e-5)
+    assert every.eer_skilled == pytest.approx(np.mean([eer(d["genuine"], d["skilled"])[0] for d in drawn]))
 
 
 def test_a_config_saved_before_val_draws_reads_back_with_one_draw_unlike_todays_default():
@@ -396,4 +400,19 @@ def test_episode_settings_reach_the_sampler_and_are_checked():
     old = RunConfig.from_sections({}).to_dict()
     for key in ("episode_genuine", "episode_skilled", "episode_random"):
         del old["train"][key]
-    assert config_difference(RunConfig.from_dict(old).to_dict(), RunConfig.from_sections({}).to_dict()) is None  # today's defaults
+    back = RunConfig.from_dict(old).train  # a run saved before the settings had 5, 5 and 2, whatever the defaults become
+    assert (back.episode_genuine, back.episode_skilled, back.episode_random) == (5, 5, 2)
+    assert {k: train_module.LATER_TRAIN_FIELDS[k] for k in ("episode_genuine", "episode_skilled", "episode_random")} == {
+        "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2}
+
+
+def test_a_config_saved_before_session_kept_draws_reads_back_drawing_from_all_genuines():
+    """Runs before val_draw_pool drew validation references among all genuines: they read back as "all", so resuming
+    them under today's "sessions" is refused as another validation measure."""
+    now = RunConfig.from_sections({}).to_dict()
+    assert now["train"]["val_draw_pool"] == "sessions"
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["val_draw_pool"]
+    assert config_difference(RunConfig.from_dict(old).to_dict(), now) == "train.val_draw_pool = 'all' there, 'sessions' now"
+    with pytest.raises(ConfigError, match="val_draw_pool must be one of"):
+        RunConfig.from_sections(apply_sets({}, ["train.val_draw_pool=some"]))
