@@ -34,7 +34,7 @@ from tdnn_siamese.verifier import model_fingerprint
 from tdnn_siamese.synth import synthesize
 from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, architecture_difference, train
 
-SETTINGS = ["train.init=", "train.patience=4"]  # on top of the defaults (and --epochs)
+SETTINGS = ["train.init=", "train.patience=4", "train.augment=0"]  # on top of the defaults (and --epochs)
 
 
 def fingerprint(path: str | Path) -> str:

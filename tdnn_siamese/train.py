@@ -116,7 +116,7 @@ class TrainConfig(StrictConfig):
     #   protocol's references), "all" = every genuine signature (runs before commit e6693d3)
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
-    augment: float = 0.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
+    augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
     init: str = ""  # "": random initial weights; "synthetic": the shipped model pre-trained on synthetic writers
     #   (PRETRAINED), when it fits the architecture and features, else random weights; a path: that model.pt (it must fit)
     seed: int = 0
