@@ -28,8 +28,7 @@ logger = logging.getLogger(__name__)
 KINDS = ("genuine", "skilled", "random")
 NO_SESSION = 10**9  # the session of a signature without one: after every known session
 DRAW_POOLS = ("sessions", "all")  # where random references are drawn from: the sessions of the first k, or every genuine
-DRAWS_TEXT = {"sessions": "drawn among the genuine signatures of the sessions the first {k} come from",
-              "all": "drawn among all genuine signatures"}
+DRAWS_TEXT = "drawn among the genuine signatures of the sessions the first {k} come from"  # reports' words for the draws
 
 
 class ProtocolError(ValueError):
