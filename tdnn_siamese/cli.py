@@ -328,7 +328,7 @@ def _method(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import datasets
     from .evaluate import report, score_protocols, write_report
-    from .protocols import DRAWS_TEXT, parse_protocol, sk_protocols
+    from .protocols import draws_text, parse_protocol, sk_protocols
 
     out = Path(args.out)
     _fresh_out(out)
@@ -341,7 +341,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scores["threshold"] = threshold
     meta = {"method": args.method, "data": args.data, "data_fingerprint": datasets.fingerprint(table), "protocol": f"S{k:02d}",
             "protocol_text": f"per writer the first {k} genuine signatures (session 1 first) are references"
-                             + (f", or {args.draws} random draws of {k} " + DRAWS_TEXT.format(k=k) if args.draws > 1 else "")
+                             + draws_text(table, k, args.draws)
                              + "; random forgeries are the first genuine signature of every other writer",
             "model": args.model, "strategy": getattr(method, "strategy", None), "threshold": threshold}
     if args.model:

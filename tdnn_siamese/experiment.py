@@ -41,7 +41,7 @@ from . import datasets
 from .atomic import atomic_write_text
 from .dtw import DTWConfig, DTWVerifier
 from .evaluate import EvaluationError, fold_means, report, score_protocols
-from .protocols import DRAWS_TEXT, ProtocolError, fitting_k, sk_protocols
+from .protocols import ProtocolError, draws_text, fitting_k, sk_protocols
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         pooled = pd.concat(parts[k], ignore_index=True)
         meta = {"method": method, "data": str(data), "data_fingerprint": fingerprint, "protocol": f"S{k:02d}",
                 "protocol_text": f"{folds}-fold writer-disjoint cross-validation; per test writer the first {k} genuine signatures "
-                                 "(session 1 first) are references" + (f", or {draws} random draws of {k} " + DRAWS_TEXT.format(k=k) if draws > 1 else "")
+                                 "(session 1 first) are references" + draws_text(table, k, draws)
                                  + "; random forgeries are the first genuine signature of the other writers of the same fold; "
                                  "global figures pool the folds' scores" + (
                                      " (each fold model's scores mapped to log-odds by a logistic fit on its own validation "

@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 KINDS = ("genuine", "skilled", "random")
 NO_SESSION = 10**9  # the session of a signature without one: after every known session
 DRAW_POOLS = ("sessions", "all")  # where random references are drawn from: the sessions of the first k, or every genuine
-DRAWS_TEXT = "drawn among the genuine signatures of the sessions the first {k} come from"  # reports' words for the draws
 
 
 class ProtocolError(ValueError):
@@ -50,6 +49,41 @@ def _genuine_order(table: pd.DataFrame, writer: str) -> tuple[list[int], list[in
     g = table[(table["writer"] == writer) & (table["label"] == "genuine")]
     g = g.assign(_s=g["session"].fillna(NO_SESSION)).sort_values(["_s", "number"], kind="stable")
     return g.index.tolist(), [int(x) for x in g["_s"]]
+
+
+def _pool_size(sessions: list[int], k: int, pool: str) -> int:
+    """How many of a writer's genuine signatures (``sessions`` sorted) a draw of k takes its references from:
+    those of the sessions of the first k, in full, or all."""
+    return sum(x <= sessions[k - 1] for x in sessions) if pool == "sessions" else len(sessions)
+
+
+def fixed_draws(table: pd.DataFrame, k: int, pool: str = "sessions") -> tuple[int, int]:
+    """(writers whose every draw of k references is the first k, writers in the protocol): those whose draw
+    pool holds just k signatures (SVC2004 at S10: session 1 holds 10)."""
+    fixed = total = 0
+    for w in pd.unique(table["writer"]):
+        order, sessions = _genuine_order(table, w)
+        if len(order) >= k:
+            total += 1
+            fixed += _pool_size(sessions, k, pool) == k
+    return fixed, total
+
+
+def draws_text(table: pd.DataFrame, k: int, draws: int) -> str:
+    """A report's words for ``draws`` random draws of k references (empty for one: the first-k protocol).
+
+    Says where a writer's pool holds just k signatures, so that draws that
+    cannot differ are not called random.
+    """
+    if draws <= 1:
+        return ""
+    fixed, total = fixed_draws(table, k)
+    if fixed and fixed == total:
+        return (f"; {draws} draws of the references were asked for, but every writer's pool (the genuine signatures "
+                f"of the sessions the first {k} come from) holds just {k}, so every draw is the first {k}: "
+                "the figures are those of one draw")
+    text = f", or {draws} random draws of {k} drawn among the genuine signatures of the sessions the first {k} come from"
+    return text + (f" ({fixed} of {total} writers have just {k} there: their every draw is the first {k})" if fixed else "")
 
 
 def fitting_k(table: pd.DataFrame, k: int) -> int:
@@ -87,8 +121,7 @@ def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = N
                 logger.warning("writer %s has %d genuine signatures, fewer than k=%d: left out of the protocol", w, len(order), k)
             continue
         if rng is not None:
-            n = sum(x <= sessions[k - 1] for x in sessions) if pool == "sessions" else len(order)  # the sessions of
-            #   the first k, in full (sessions are sorted), or all
+            n = _pool_size(sessions, k, pool)
             pick = set(rng.choice(n, size=k, replace=False).tolist())
             order = [order[i] for i in sorted(pick)] + [order[i] for i in range(len(order)) if i not in pick]
         refs[w], orders[w] = order[:k], order

@@ -125,6 +125,7 @@ def test_evaluate_command_with_a_model_and_with_dtw(sample_model, tmp_path, caps
                  "--out", str(tmp_path / "d")]) == 0
     rep = json.loads((tmp_path / "d" / "report.json").read_text())
     assert rep["draws"] == 2 and rep["protocol"] == "S03" and "results_std_over_draws" in rep
+    assert "or 2 random draws of 3 drawn among the genuine signatures of the sessions" in rep["protocol_text"]
     assert pd.read_csv(tmp_path / "d" / "scores.csv").columns.tolist() == ["writer", "query", "kind", "score", "draw"]
 
 

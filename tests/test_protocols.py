@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from tdnn_siamese import datasets
-from tdnn_siamese.protocols import ProtocolError, parse_protocol, sk_protocol, sk_protocols
+from tdnn_siamese.protocols import ProtocolError, draws_text, fixed_draws, parse_protocol, sk_protocol, sk_protocols
 
 from .conftest import SAMPLE
 
@@ -71,6 +71,22 @@ def test_draws_keep_to_the_sessions_of_the_first_k():
     t["session"] = pd.array([pd.NA] * len(t), dtype="Int64")
     drawn = set().union(*(p.references["A"] for p in sk_protocols(t, 2, draws=30, seed=0)))
     assert drawn == everyone  # no sessions: any genuine signature
+
+
+def test_draws_that_cannot_differ_are_not_called_random():
+    """A writer whose pool (the sessions of the first k) holds just k has one possible draw, the first k: the
+    report's protocol text says so instead of promising R random draws (SVC2004 at S10: session 1 holds 10)."""
+    t = table()  # A, B: 3 genuines in session 1, 3 in session 2; C: 2 in session 1, 1 in session 2
+    assert fixed_draws(t, 3) == (3, 3) and fixed_draws(t, 2) == (1, 3) and fixed_draws(t, 4) == (0, 2)
+    assert fixed_draws(t, 2, pool="all") == (0, 3)
+    assert draws_text(t, 3, 1) == "" and draws_text(t, 3, 10).endswith("so every draw is the first 3: the figures are those of one draw")
+    assert "random" not in draws_text(t, 3, 10)
+    assert draws_text(t, 2, 10).startswith(", or 10 random draws of 2") and "(1 of 3 writers have just 2 there" in draws_text(t, 2, 10)
+    assert "(" not in draws_text(t, 4, 10)
+    ps = sk_protocols(t, 3, draws=4, seed=5)
+    assert all(p.references == sk_protocol(t, 3).references for p in ps)  # what the text says is what the draws do
+    varied = sk_protocols(t, 2, draws=12, seed=0)
+    assert len({tuple(p.references["C"]) for p in varied}) == 1 and len({tuple(p.references["A"]) for p in varied}) > 1
 
 
 def test_the_draw_pool_with_later_and_unknown_sessions():
