@@ -108,7 +108,8 @@ class TDNNConfig(StrictConfig):
     segments: int = 1  # pool each of this many equal stretches of time separately (keeps coarse temporal order);
     #   with frame_steps > 0, the most frames a signature may have
     frame_steps: int = 0  # "frames" only: 0 = every signature gives ``segments`` frames (its duration normalised away);
-    #   k > 0 = one frame per k encoder steps (a longer signature has more frames; zero frames pad the embedding)
+    #   k > 0 = one frame per k encoder steps, i.e. per k x (product of strides) input steps (a longer signature has
+    #   more frames; zero frames pad the embedding)
 
     def validate(self) -> None:
         n = len(self.channels)
@@ -118,8 +119,8 @@ class TDNNConfig(StrictConfig):
             raise ConfigError("sizes must be positive")
         if self.padding not in ("valid", "same") or self.activation not in ("tanh", "relu") or self.pooling not in ("mean", "stats", "frames"):
             raise ConfigError(f"padding/activation/pooling out of range: {self.padding}/{self.activation}/{self.pooling}")
-        if self.padding == "same" and (any(s != 1 for s in self.strides) or any(k % 2 == 0 for k in self.kernels)):
-            raise ConfigError("'same' padding needs stride 1 and odd kernels")
+        if self.padding == "same" and any(k % 2 == 0 for k in self.kernels):
+            raise ConfigError("'same' padding needs odd kernels")
         if self.embedding_dim < 0:
             raise ConfigError("embedding_dim must be >= 0")
         top = MAX_FRAMES if self.frame_steps else 64
@@ -162,10 +163,8 @@ class TDNNConfig(StrictConfig):
     def min_length(self) -> int:
         """Shortest input (steps) that leaves at least one output step."""
         n = 1 if self.frame_steps else self.segments
-        if self.padding == "same":
-            return n
         for k, s, d in reversed(list(zip(self.kernels, self.strides, self.dilations))):
-            n = (n - 1) * s + d * (k - 1) + 1
+            n = (n - 1) * s + (d * (k - 1) if self.padding == "valid" else 0) + 1
         return n
 
 
@@ -219,9 +218,9 @@ class TDNN(nn.Module):
         self.feat_std.copy_(torch.clamp(std, min=1e-6))
 
     def _out_lengths(self, lengths: torch.Tensor, i: int) -> torch.Tensor:
-        if self.cfg.padding == "same":
-            return lengths
         k, s, d = self.cfg.kernels[i], self.cfg.strides[i], self.cfg.dilations[i]
+        if self.cfg.padding == "same":  # ceil(L / s): a strided "same" convolution keeps every s-th step
+            return torch.div(lengths + s - 1, s, rounding_mode="floor")
         return torch.div(lengths - d * (k - 1) - 1, s, rounding_mode="floor") + 1
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -103,6 +103,27 @@ def test_segment_pooling_is_padding_free_and_keeps_temporal_order(preset, poolin
         assert enc.cfg.min_length == 4
 
 
+def test_a_strided_same_encoder_has_a_frame_per_frame_steps_x_stride_input_steps():
+    """``strides`` (2, 1, ...) with "same" padding: the first layer keeps every other step (ceil(L / 2)), so a frame
+    of 2 encoder steps covers 4 input steps, as the default frame of 4 does at stride 1; padding changes nothing."""
+    torch.manual_seed(0)
+    enc = TDNN(TDNNConfig.from_preset("modern", 8, strides=(2, 1, 1, 1, 1), frame_steps=2)).eval()
+    assert enc.cfg.min_length == 1
+    seqs = [torch.randn(n, 8) for n in (90, 213, 41, 150, 1)]
+    alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
+    frames = alone.reshape(len(seqs), enc.cfg.segments, enc.cfg.frame_dim)
+    counts = (frames.norm(dim=-1) > 0).sum(1).tolist()
+    assert counts == [-(-(-(-n // 2)) // 2) for n in (90, 213, 41, 150, 1)] == [23, 54, 11, 38, 1]
+    x, lengths = pad_batch(seqs)
+    x = x + (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None]) * 7.0  # garbage past the end
+    torch.testing.assert_close(enc(x, lengths), alone, rtol=1e-5, atol=1e-5)
+    pooled = TDNNConfig.from_preset("modern", 8, pooling="stats", strides=(2, 2, 1, 1, 1))  # 8 segments: 4 x (8 - 1) + 1
+    assert pooled.min_length == 29
+    with pytest.raises(ValueError, match="shorter than the 29"):
+        TDNN(pooled)(torch.randn(1, 28, 8))
+    assert TDNN(pooled).eval()(torch.randn(1, 29, 8)).shape == (1, pooled.output_dim)
+
+
 def test_segment_weights_by_hand():
     from tdnn_siamese.model import _segment_weights
 
@@ -143,7 +164,7 @@ def test_config_presets_and_strictness():
         TDNNConfig.from_preset("modern", 8, width=3)
     with pytest.raises(ConfigError, match="same, non-zero length"):
         TDNNConfig.from_preset("modern", 8, channels=(8, 8))
-    with pytest.raises(ConfigError, match="odd kernels"):
+    with pytest.raises(ConfigError, match="'same' padding needs odd kernels"):
         TDNNConfig.from_preset("modern", 8, kernels=(4, 3, 3, 3, 1))
 
 
