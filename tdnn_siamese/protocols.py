@@ -78,11 +78,11 @@ def draws_text(table: pd.DataFrame, k: int, draws: int) -> str:
     if draws <= 1:
         return ""
     fixed, total = fixed_draws(table, k)
+    pool = f"the genuine signatures of the sessions the first {k} come from"
     if fixed and fixed == total:
-        return (f"; {draws} draws of the references were asked for, but every writer's pool (the genuine signatures "
-                f"of the sessions the first {k} come from) holds just {k}, so every draw is the first {k}: "
-                "the figures are those of one draw")
-    text = f", or {draws} random draws of {k} drawn among the genuine signatures of the sessions the first {k} come from"
+        return (f"; {draws} draws of the references were asked for, but every writer's pool ({pool}) holds just {k}, "
+                f"so every draw is the first {k}: the figures are those of one draw")
+    text = f", or {draws} random draws of {k} drawn among {pool}"
     return text + (f" ({fixed} of {total} writers have just {k} there: their every draw is the first {k})" if fixed else "")
 
 
