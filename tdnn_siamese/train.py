@@ -16,8 +16,8 @@ are its own. Epoch 0 validates the initial weights, so
 the table shows what training adds. With ``ema > 0`` (the default) the
 validated and kept weights are an exponential moving average of the
 trained ones, which smooths the epoch-to-epoch swings a small training set
-causes. Validation scores every strategy of :mod:`tdnn_siamese.verifier`
-and keeps the best one's EER; the epoch with the lowest validation EER
+causes. Validation scores the strategies of :mod:`tdnn_siamese.verifier`
+listed in ``val_strategies`` and keeps the best one's EER; the epoch with the lowest validation EER
 (skilled forgeries when there are any, else random ones) is kept, with
 that strategy as the model's default; training stops after ``patience``
 epochs without improvement. ``RUN_DIR`` gets:
@@ -81,12 +81,13 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "s
 
 # TrainConfig's defaults suit the default encoder, whose "frames" are compared by DTW; an encoder that pools
 # time away into one embedding gets these instead (the defaults before DTW over frames, chosen the same way).
-POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gaussian", "rank_scale": 2.0, "epochs": 40}
+POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gaussian", "rank_scale": 2.0, "epochs": 40,
+                                         "val_strategies": ()}
 # TrainConfig fields added after runs were saved, with the value every earlier run had (not the default now): a saved
 # config.json without the key reads back with it, so resuming such a run, or mixing it into an experiment, under
 # today's default is refused as the other setting it is.
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
-                                      "val_draw_pool": "all"}
+                                      "val_draw_pool": "all", "val_strategies": ()}
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class TrainConfig(StrictConfig):
     val_draws: int = 10  # > 1: validation repeated with that many seeded random draws of the references, EERs averaged
     val_draw_pool: str = "sessions"  # where the draws come from: "sessions" = the sessions of the first val_k (as the
     #   protocol's references), "all" = every genuine signature (runs before commit e6693d3)
+    val_strategies: tuple[str, ...] = ("mean_offset", "nearest_offset")  # the scoring strategies validation chooses
+    #   among (its choice is the model's default); (): every strategy the distance can use (runs before this setting)
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
@@ -150,6 +153,13 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"mix must be three non-negative shares summing to 1, got {self.mix}")
         if self.val_draw_pool not in DRAW_POOLS:
             raise ConfigError(f"val_draw_pool must be one of {', '.join(DRAW_POOLS)}, got {self.val_draw_pool!r}")
+        unknown = [s for s in self.val_strategies if s not in STRATEGIES]
+        if unknown or len(set(self.val_strategies)) != len(self.val_strategies):
+            raise ConfigError(f"val_strategies lists each of {', '.join(STRATEGIES)} at most once (or none: all of them), "
+                              f"got {list(self.val_strategies)}")
+        if self.val_strategies and min(MIN_REFERENCES[s] for s in self.val_strategies) > self.val_k:
+            raise ConfigError(f"val_strategies {list(self.val_strategies)} need at least "
+                              f"{min(MIN_REFERENCES[s] for s in self.val_strategies)} references but val_k is {self.val_k}")
         if not isinstance(self.init, str):
             raise ConfigError(f"init is the path of a model file (or empty), got {self.init!r}")
 
@@ -189,6 +199,10 @@ class RunConfig:
         if self.train.distance == "dtw" and self.train.loss == "template" and self.train.scoring not in usable_strategies("dtw"):
             raise ConfigError(f"train.scoring {self.train.scoring!r} cannot score frame sequences; use one of "
                               f"{', '.join(usable_strategies('dtw'))}")
+        unusable = [s for s in self.train.val_strategies if s not in usable_strategies(self.train.distance)]
+        if unusable:
+            raise ConfigError(f"train.val_strategies {', '.join(unusable)} cannot score with {self.train.distance} distance; "
+                              f"usable: {', '.join(usable_strategies(self.train.distance))}")
         if self.features.n_steps is not None and self.features.n_steps < self.model.min_length:
             raise ConfigError(f"features.n_steps is {self.features.n_steps} but this encoder needs at least {self.model.min_length} steps "
                               "(fewer segments or more steps)")
@@ -350,7 +364,7 @@ def draw_scores(emb: torch.Tensor, protos: list[Protocol], dist: Distance,
     return scores
 
 
-def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
+def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig, warn: bool = True) -> Validation:
     """S_k protocol on the validation writers, scored with every strategy of :mod:`tdnn_siamese.verifier`.
 
     With ``val_draws = 1`` the references are each writer's first k genuine
@@ -359,24 +373,36 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig) -> Validation:
     first k come from, so that validation measures the reported task) and each strategy's EER
     is the mean over draws: with six validation writers the EER of one
     draw varied with a standard deviation of 1-2.5 points (README,
-    "Ablation"), more than most settings or epochs differ by. The strategy with the lowest EER
+    "Ablation"), more than most settings or epochs differ by. Of the strategies in
+    ``val_strategies`` (all usable ones when empty) the one with the lowest EER
     (skilled, then random; the earlier one in ``STRATEGIES`` on a tie) is
-    the model's default; its threshold is the EER threshold of its scores
-    pooled over draws, which are also the model's calibration scores.
+    the model's default (a choice among every usable strategy on six writers chose by chance
+    too often: README, "Ablation", (oo)); its threshold is the EER threshold of its scores
+    pooled over draws. Every usable strategy's scores, pooled over draws, are the model's
+    calibration scores, so that any of them can be asked for at verification. ``warn``: log
+    when the listed strategies need more references than the validation writers have.
     """
     val_table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
     k = fitting_k(val_table, cfg.train.val_k)
     protos = sk_protocols(val_table, k, cfg.train.val_draws, cfg.train.seed, cfg.train.val_draw_pool)
     dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
-    usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]
+    usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]  # all scored: the model's calibration
+    listed = cfg.train.val_strategies or usable
+    candidates = [s for s in listed if s in usable]
+    if not candidates:  # the corpus holds too few genuine signatures per writer for val_k references
+        candidates = usable
+        if warn:
+            logger.warning("validation can take only %d reference(s) per writer (val_k is %d: the writers have too few "
+                           "genuine signatures), too few for val_strategies %s; validation chooses among %s instead",
+                           k, cfg.train.val_k, ", ".join(listed), ", ".join(usable))
     kinds = ("genuine", "skilled", "random")
     scores = draw_scores(emb, protos, dist, usable)
     if not scores[0]["mean"]["genuine"]:
         raise ConfigError("validation writers have no genuine trials; they need more than val_k genuine signatures")
     pooled_all = {s: {kind: [v for d in scores for v in d[s][kind]] for kind in kinds} for s in usable}  # over draws
     best = None
-    for strategy in usable:
+    for strategy in candidates:
         per_draw, pooled = [d[strategy] for d in scores], pooled_all[strategy]
         impostor = "skilled" if pooled["skilled"] else "random" if pooled["random"] else None
         mean_eer = lambda kind: float(np.mean([eer(d["genuine"], d[kind])[0] for d in per_draw])) if pooled[kind] else float("nan")  # noqa: E731
@@ -537,7 +563,7 @@ def train(
         t0 = time.perf_counter()
         mean_loss = _train_epoch(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress) if epoch else float("nan")
         kept = averaged if averaged is not None else encoder
-        val = validate(kept, prep, cfg)
+        val = validate(kept, prep, cfg, warn=epoch == start)
         improved = best is None or val.key < tuple(best["key"])
         if improved:
             best = {"key": list(val.key), "epoch": epoch, "state": {k: v.clone() for k, v in kept.state_dict().items()},

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ from tdnn_siamese.config import ConfigError
 from tdnn_siamese.model import load_checkpoint
 from tdnn_siamese import train as train_module
 from tdnn_siamese.train import PRETRAINED, SYNTHETIC_INIT, RunConfig, apply_sets, config_difference, resolve_init
-from tdnn_siamese.verifier import STRATEGIES
+from tdnn_siamese.verifier import STRATEGIES, usable_strategies
 
 from .conftest import SAMPLE, SMALL_TRAIN
 
@@ -251,6 +252,51 @@ def test_template_loss_trains_on_episodes_and_checks_its_settings(tmp_path, caps
         RunConfig.from_sections({"train": {"scoring": "median"}})
 
 
+def test_validation_chooses_among_the_listed_strategies_and_calibrates_them_all(caplog):
+    """val_strategies: the model's strategy is the listed one of lowest validation EER; () lists every usable
+    strategy; every usable strategy's scores are kept for calibration. When the writers allow fewer references than
+    the listed strategies need, validation says so and chooses among the usable ones. Bad lists are refused."""
+    from tdnn_siamese.metrics import eer
+
+    base = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]",
+                                                   "model.embedding_dim=16", "train.val_k=3", "train.val_draws=2"]))
+    prep = train_module.prepare(SAMPLE, base)
+    enc = train_module._new_encoder(base.model, 3)
+    enc.set_input_stats(*train_module.input_stats([prep.seqs[i] for i in prep.train_rows]))
+
+    def run(**kw):
+        return train_module.validate(enc, prep, RunConfig(base.features, base.model, base.train.replace(**kw)))
+
+    every = run(val_strategies=())
+    assert set(every.scores) == set(usable_strategies("dtw"))
+    for listed in [("mean",), ("nearest",), ("mean", "wnorm"), ("mean_offset", "nearest_offset")]:
+        v = run(val_strategies=listed)
+        assert v.strategy in listed and set(v.scores) == set(every.scores)
+        for s in every.scores:  # the same weights and draws: the same scores whatever is listed
+            np.testing.assert_allclose(v.scores[s]["skilled"], every.scores[s]["skilled"])
+        if len(listed) == 1:
+            assert v.threshold == pytest.approx(eer(every.scores[listed[0]]["genuine"], every.scores[listed[0]]["skilled"])[1], rel=1e-5)
+    each = {s: run(val_strategies=(s,)) for s in every.scores}
+    assert every.key == min(v.key for v in each.values())  # () chooses among all of them
+    assert all(v.strategy == s for s, v in each.items())
+    val = prep.table.iloc[prep.val_rows]  # validation writers cut to 2 genuine signatures each: 1 reference at most
+    nth = val[val.label == "genuine"].groupby("writer").cumcount()
+    dropped = set(nth[nth >= 2].index)
+    few = dataclasses.replace(prep, val_rows=np.asarray([i for i in prep.val_rows if i not in dropped]))
+    with caplog.at_level("WARNING"):
+        one_ref = train_module.validate(enc, few, RunConfig(base.features, base.model, base.train))
+    assert one_ref.strategy in ("mean", "nearest") and "too few for val_strategies mean_offset, nearest_offset" in caplog.text
+    with pytest.raises(ConfigError, match="at most once"):
+        RunConfig.from_sections({"train": {"val_strategies": ["mean", "median"]}})
+    with pytest.raises(ConfigError, match="at most once"):
+        RunConfig.from_sections({"train": {"val_strategies": ["mean", "mean"]}})
+    with pytest.raises(ConfigError, match="cannot score with dtw"):
+        RunConfig.from_sections({"train": {"val_strategies": ["gaussian"]}})
+    with pytest.raises(ConfigError, match="need at least 2 references but val_k is 1"):
+        RunConfig.from_sections({"train": {"val_strategies": ["wnorm"], "val_k": 1, "scoring": "mean"}})
+    assert RunConfig.from_sections({"model": {"pooling": "stats"}}).train.val_strategies == ()  # pooled: as measured
+
+
 def test_config_difference_names_the_first_setting_that_differs():
     """What a refused resume (training or experiment) names: the first differing setting, section by section."""
     now = RunConfig.from_sections({}).to_dict()
@@ -309,8 +355,10 @@ def test_validation_averages_the_eers_of_several_reference_draws():
             assert four.eer_skilled == pytest.approx(mean_eer)
             assert four.threshold == pytest.approx(eer(pooled["genuine"], pooled["skilled"])[1], rel=1e-5)
             assert four.eer_random == pytest.approx(np.mean([eer(d["genuine"], d["random"])[0] for d in draws]))
-        else:
-            assert four.eer_skilled <= mean_eer + 1e-9  # the kept strategy is the best one
+        elif strategy in cfg.train.val_strategies:
+            assert four.eer_skilled <= mean_eer + 1e-9  # the kept strategy is the best one listed
+    assert four.strategy in cfg.train.val_strategies
+    assert set(four.scores) == set(usable_strategies(dist.kind))  # every strategy calibrated, chosen among the listed
     assert len(four.scores[four.strategy]["genuine"]) == 4 * len(one.scores[one.strategy]["genuine"])
     every = train_module.validate(enc, prep, RunConfig(cfg.features, cfg.model, cfg.train.replace(val_draws=4, val_draw_pool="all")))
     drawn = [by_hand(p, every.strategy) for p in sk_protocols(table, 3, 4, cfg.train.seed, pool="all")]
