@@ -81,7 +81,9 @@ def score_protocols(method: Method, table: pd.DataFrame, protocols: Sequence[Pro
                     progress: Callable[..., None] | None = None) -> pd.DataFrame:
     """The score table of every trial of every protocol (draw).
 
-    Every file the protocols use is read and represented once. An unusable
+    Every file the protocols use is read and represented once, and a
+    writer's draw that repeats an earlier draw's references and queries
+    (its pool holds just k: SVC2004 at S10) is scored once. An unusable
     file is an error (dropping it would change the protocol): the message
     lists them all.
     """
@@ -93,11 +95,15 @@ def score_protocols(method: Method, table: pd.DataFrame, protocols: Sequence[Pro
                               + "\n  ".join(errors))
     parts = []
     n_done, n_total = 0, sum(len(p.references) for p in protocols)
+    scored: dict[tuple, np.ndarray] = {}  # (writer, references, queries) -> scores: a repeated draw is not scored again
     for p in protocols:
         for w, refs in p.references.items():
             t = p.trials[p.trials.writer == w]
-            template = method.template(str(w), _take_dict(reps, refs), [str(table.at[i, "path"]) for i in refs])
-            s = method.score_reps(template, _take_dict(reps, t["query"].tolist()))
+            key = (w, tuple(refs), tuple(t["query"].tolist()))
+            if key not in scored:
+                template = method.template(str(w), _take_dict(reps, refs), [str(table.at[i, "path"]) for i in refs])
+                scored[key] = np.asarray(method.score_reps(template, _take_dict(reps, t["query"].tolist())))
+            s = scored[key]
             parts.append(pd.DataFrame({"writer": w, "query": table.loc[t["query"], "path"].astype(str).to_numpy(),
                                        "kind": t["kind"].to_numpy(), "score": s, "draw": p.draw}))
             n_done += 1

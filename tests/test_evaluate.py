@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tdnn_siamese import datasets
 from tdnn_siamese.cli import main
 from tdnn_siamese.evaluate import report, write_report
 from tdnn_siamese.metrics import eer, summary, writer_specific_eer
@@ -279,3 +280,33 @@ def test_experiment_refuses_to_fine_tune_a_model_trained_on_the_same_corpus(tmp_
     assert main(["experiment", "--data", str(SAMPLE), "--folds", "2", "--out", str(tmp_path / "x"), "--set", f"train.init={sample_model}"]) == 2
     err = capsys.readouterr().err
     assert "was trained on this corpus" in err and "Traceback" not in err
+
+
+def test_a_repeated_draw_is_scored_once_and_copied():
+    """score_protocols: a writer's draw with the references and queries of an earlier draw (its pool holds just k)
+    reuses that draw's scores; the table is the same as scoring every draw; differing draws are all scored."""
+    from tdnn_siamese.dtw import DTWVerifier
+    from tdnn_siamese.evaluate import score_protocols
+    from tdnn_siamese.protocols import sk_protocols
+
+    class Counting(DTWVerifier):
+        calls = 0
+
+        def score_reps(self, template, reps):
+            Counting.calls += 1
+            return super().score_reps(template, reps)
+
+    table = datasets.load(SAMPLE)
+    n_writers = table.writer.nunique()
+    same = sk_protocols(table, 5, 3, 0)  # the sample's writers have 5 genuine signatures in session 1: one possible draw
+    scores = score_protocols(Counting(), table, same)
+    assert Counting.calls == n_writers and scores.draw.nunique() == 3
+    by_draw = [d.drop(columns="draw").reset_index(drop=True) for _, d in scores.groupby("draw")]
+    pd.testing.assert_frame_equal(by_draw[0], by_draw[2])
+    one = score_protocols(DTWVerifier(), table, same[:1])
+    np.testing.assert_allclose(by_draw[1].score, one.score)
+    Counting.calls = 0
+    drawn = sk_protocols(table, 3, 3, 0)
+    distinct = {(w, tuple(p.references[w])) for p in drawn for w in p.references}
+    scores = score_protocols(Counting(), table, drawn)
+    assert Counting.calls == len(distinct) > n_writers and len(scores) == sum(len(p.trials) for p in drawn)
