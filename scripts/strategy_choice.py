@@ -39,6 +39,7 @@ import torch
 
 from tdnn_siamese.atomic import atomic_write_text
 from tdnn_siamese.distances import Distance
+from tdnn_siamese.experiment import fold_runs
 from tdnn_siamese.metrics import eer
 from tdnn_siamese.model import CheckpointError, embed_all, load_checkpoint
 from tdnn_siamese.protocols import Protocol, fitting_k, sk_protocols
@@ -102,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {"models": {}}
     try:
         for exp in args.experiments:
-            runs = sorted(Path(exp).glob("fold*/run"), key=lambda p: (len(p.parent.name), p.parent.name))
-            if not runs:
-                raise ValueError(f"{exp}: no foldN/run folder (an experiment folder of --method tdnn or fusion)")
-            for run in runs:
+            for run in fold_runs(exp):
                 f = out["models"][str(run)] = model_figures(run)
                 print(f"{run} ({f['strategy']}, {f['validation_writers']} writers): validation "
                       + " ".join(f"{s} {100 * v:.2f}" for s, v in f["full"].items()) + " | held out "

@@ -33,6 +33,7 @@ import torch
 
 from tdnn_siamese.atomic import atomic_write_text
 from tdnn_siamese.distances import Distance
+from tdnn_siamese.experiment import fold_runs
 from tdnn_siamese.metrics import eer
 from tdnn_siamese.model import CheckpointError, embed_all, load_checkpoint
 from tdnn_siamese.protocols import Protocol, fitting_k, sk_protocol, sk_protocols
@@ -76,12 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     try:
-        runs = sorted(Path(args.experiment).glob("fold*/run"),
-                      key=lambda p: (len(p.parent.name), p.parent.name))  # fold2 before fold10
         if args.draws < 2 or not 1 <= args.group <= args.draws:
             raise ValueError("--draws must be at least 2 and --group between 1 and --draws")
-        if not runs:
-            raise ValueError(f"{args.experiment}: no foldN/run folder (an experiment folder of --method tdnn or fusion)")
+        runs = fold_runs(args.experiment)
         out = {}
         for run in runs:
             f = out[run.parent.name] = fold_figures(run, args.draws, args.group)

@@ -160,6 +160,16 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
     return results
 
 
+def fold_runs(experiment: str | Path) -> list[Path]:
+    """The ``foldN/run`` training folders of an experiment folder (``--method tdnn`` or ``fusion``), fold2 before fold10.
+
+    Raises ProtocolError when there is none."""
+    runs = sorted(Path(experiment).glob("fold*/run"), key=lambda p: (len(p.parent.name), p.parent.name))
+    if not runs:
+        raise ProtocolError(f"{experiment}: no foldN/run folder (an experiment folder of --method tdnn or fusion)")
+    return runs
+
+
 def _check_finished_fold(fold_dir: Path, run_config) -> None:
     """A finished fold read back on ``--resume`` must have been trained with the settings given now: a fold
     trained otherwise would mix two systems in one pooled report (whose meta names only today's settings)."""
