@@ -34,8 +34,9 @@ from tdnn_siamese.verifier import model_fingerprint
 from tdnn_siamese.synth import synthesize
 from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, architecture_difference, train
 
-SETTINGS = ["train.init=", "train.patience=4", "train.augment=0", "train.val_strategies=[]"]  # on top of the defaults (and
-#   --epochs); val_strategies []: the shipped model's validation chose among every strategy (it was built before the setting)
+# on top of the defaults (and --epochs); augment 0 and val_strategies [] (validation choosing among every strategy):
+# how the shipped file was built, before either became the default
+SETTINGS = ["train.init=", "train.patience=4", "train.augment=0", "train.val_strategies=[]"]
 
 
 def fingerprint(path: str | Path) -> str:

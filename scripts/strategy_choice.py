@@ -10,9 +10,10 @@ the training folds: no test writer is read) as training's validation does:
 ``train.val_draw_pool`` seeded with ``train.seed``, every strategy the
 model's distance can use. Then, for every split of its W validation writers
 into a half of W // 2 and the rest, each rule chooses a strategy by the
-skilled-forgery EER (one threshold over the half's writers, mean over draws)
-on one half, and the EER of that choice on the other half is the rule's
-held-out figure. Rules:
+skilled-forgery EER (one threshold over the half's writers, mean over draws;
+ties broken as training's validation breaks them: random-forgery EER, then
+separation, then the order of ``STRATEGIES``) on one half, and the skilled
+EER of that choice on the other half is the rule's held-out figure. Rules:
 
 - ``all``: the lowest EER among every usable strategy (validation's rule
   before ``train.val_strategies``);
@@ -43,10 +44,11 @@ from tdnn_siamese.experiment import fold_runs
 from tdnn_siamese.metrics import eer
 from tdnn_siamese.model import CheckpointError, embed_all, load_checkpoint
 from tdnn_siamese.protocols import Protocol, fitting_k, sk_protocols
-from tdnn_siamese.train import RunConfig, draw_scores, prepare
+from tdnn_siamese.train import RunConfig, dprime, draw_scores, prepare
 from tdnn_siamese.verifier import MIN_REFERENCES, usable_strategies
 
 OFFSETS = ("mean_offset", "nearest_offset")
+KINDS = ("genuine", "skilled", "random")
 
 
 def rules(strategies: list[str]) -> dict[str, list[str]]:
@@ -72,26 +74,36 @@ def model_figures(run: Path) -> dict:
     if len(writers) < 2:
         raise ValueError(f"{run}: {len(writers)} validation writer(s); halves need at least 2")
 
-    by_writer = {}  # writer -> [draw][strategy] -> (genuine, skilled) scores, computed once
+    by_writer = {}  # writer -> [draw][strategy][kind] -> scores, computed once
     for w in writers:
         sub = [Protocol(p.k, {w: p.references[w]}, p.trials[p.trials.writer == w].reset_index(drop=True), p.draw) for p in protos]
-        by_writer[w] = [{s: (d[s]["genuine"], d[s]["skilled"]) for s in strategies} for d in draw_scores(emb, sub, dist, strategies)]
-        if not by_writer[w][0][strategies[0]][1]:
+        by_writer[w] = draw_scores(emb, sub, dist, strategies)
+        if not by_writer[w][0][strategies[0]]["skilled"]:
             raise ValueError(f"{run}: validation writer {w} has no skilled forgeries")
 
-    def skilled_eer(ws: list[str]) -> dict[str, float]:  # per strategy, mean over draws, one threshold over ws
-        return {s: float(np.mean([eer(sum((by_writer[w][d][s][0] for w in ws), []), sum((by_writer[w][d][s][1] for w in ws), []))[0]
-                                  for d in range(len(protos))])) for s in strategies}
+    def validation(ws: list[str]) -> dict[str, tuple[float, float, float]]:
+        """Per strategy, training's validation key on writers ws: skilled EER (one threshold over ws, mean over draws),
+        then random EER, then minus the d' of genuine and skilled scores pooled over draws (Validation.key)."""
+        out = {}
+        for s in strategies:
+            per_draw = [{kind: sum((by_writer[w][d][s][kind] for w in ws), []) for kind in KINDS} for d in range(len(protos))]
+            random = [eer(x["genuine"], x["random"])[0] for x in per_draw if x["random"]]
+            out[s] = (float(np.mean([eer(x["genuine"], x["skilled"])[0] for x in per_draw])),
+                      float(np.mean(random)) if random else 0.0,
+                      -dprime(sum((x["genuine"] for x in per_draw), []), sum((x["skilled"] for x in per_draw), [])))
+        return out
 
     candidates = rules(strategies)
-    held = {r: [] for r in candidates}
+    splits = []
     for half in itertools.combinations(writers, len(writers) // 2):
         rest = [w for w in writers if w not in half]
-        chose_on, judged_on = skilled_eer(list(half)), skilled_eer(rest)
-        for r, cand in candidates.items():
-            held[r].append(judged_on[min(cand, key=lambda s: (chose_on[s], strategies.index(s)))])
-    return {"strategy": ck.scoring, "validation_writers": len(writers), "splits": len(held["all"]),
-            "full": skilled_eer(writers), "held_out": {r: float(np.mean(v)) for r, v in held.items()}}
+        chose_on, judged_on = validation(list(half)), validation(rest)
+        choices = {r: min(cand, key=lambda s: (chose_on[s], strategies.index(s))) for r, cand in candidates.items()}
+        splits.append({"chose_on": list(half), "judged_on": rest, "choices": choices,
+                       "held_out": {r: judged_on[c][0] for r, c in choices.items()}})
+    return {"strategy": ck.scoring, "validation_writers": len(writers), "splits": splits,
+            "full": {s: v[0] for s, v in validation(writers).items()},
+            "held_out": {r: float(np.mean([x["held_out"][r] for x in splits])) for r in candidates}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("experiments", nargs="+", help="experiment folders (fold1/run, fold2/run, ...)")
     ap.add_argument("--out", help="write the figures here (JSON)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
     out: dict = {"models": {}}
     try:
         for exp in args.experiments:
@@ -111,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, CheckpointError) as e:  # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        torch.set_num_threads(threads)
     common = set.intersection(*(set(m["held_out"]) for m in out["models"].values()))
     out["mean_held_out"] = {r: float(np.mean([m["held_out"][r] for m in out["models"].values()]))
                             for r in next(iter(out["models"].values()))["held_out"] if r in common}

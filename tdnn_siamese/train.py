@@ -16,8 +16,8 @@ are its own. Epoch 0 validates the initial weights, so
 the table shows what training adds. With ``ema > 0`` (the default) the
 validated and kept weights are an exponential moving average of the
 trained ones, which smooths the epoch-to-epoch swings a small training set
-causes. Validation scores the strategies of :mod:`tdnn_siamese.verifier`
-listed in ``val_strategies`` and keeps the best one's EER; the epoch with the lowest validation EER
+causes. Validation scores every strategy of :mod:`tdnn_siamese.verifier`
+and keeps the EER of the best one listed in ``val_strategies``; the epoch with the lowest validation EER
 (skilled forgeries when there are any, else random ones) is kept, with
 that strategy as the model's default; training stops after ``patience``
 epochs without improvement. ``RUN_DIR`` gets:
@@ -154,12 +154,15 @@ class TrainConfig(StrictConfig):
         if self.val_draw_pool not in DRAW_POOLS:
             raise ConfigError(f"val_draw_pool must be one of {', '.join(DRAW_POOLS)}, got {self.val_draw_pool!r}")
         unknown = [s for s in self.val_strategies if s not in STRATEGIES]
-        if unknown or len(set(self.val_strategies)) != len(self.val_strategies):
-            raise ConfigError(f"val_strategies lists each of {', '.join(STRATEGIES)} at most once (or none: all of them), "
-                              f"got {list(self.val_strategies)}")
-        if self.val_strategies and min(MIN_REFERENCES[s] for s in self.val_strategies) > self.val_k:
-            raise ConfigError(f"val_strategies {list(self.val_strategies)} need at least "
-                              f"{min(MIN_REFERENCES[s] for s in self.val_strategies)} references but val_k is {self.val_k}")
+        if unknown:
+            raise ConfigError(f"val_strategies: unknown strategy {', '.join(map(repr, unknown))}; known: {', '.join(STRATEGIES)}")
+        if len(set(self.val_strategies)) != len(self.val_strategies):
+            raise ConfigError(f"val_strategies lists a strategy twice: {list(self.val_strategies)}")
+        too_many = [s for s in self.val_strategies if MIN_REFERENCES[s] > self.val_k]
+        if too_many:
+            raise ConfigError(f"val_strategies {', '.join(too_many)} need {max(MIN_REFERENCES[s] for s in too_many)} references but "
+                              f"val_k is {self.val_k}; set train.val_strategies to ones that fit (e.g. [\"mean\", \"nearest\"]; "
+                              "[] = every usable one)")
         if not isinstance(self.init, str):
             raise ConfigError(f"init is the path of a model file (or empty), got {self.init!r}")
 
@@ -389,13 +392,12 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig, warn: bool = True) -
     dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
     usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]  # all scored: the model's calibration
     listed = cfg.train.val_strategies or usable
-    candidates = [s for s in listed if s in usable]
-    if not candidates:  # the corpus holds too few genuine signatures per writer for val_k references
-        candidates = usable
-        if warn:
-            logger.warning("validation can take only %d reference(s) per writer (val_k is %d: the writers have too few "
-                           "genuine signatures), too few for val_strategies %s; validation chooses among %s instead",
-                           k, cfg.train.val_k, ", ".join(listed), ", ".join(usable))
+    candidates = [s for s in usable if s in listed]  # in STRATEGIES order: ties go to the earlier one
+    if warn and set(listed) - set(candidates):  # the writers have too few genuine signatures for val_k references
+        logger.warning("validation can take only %d reference(s) per writer (val_k is %d: the writers have too few "
+                       "genuine signatures), too few for val_strategies %s; validation chooses among %s",
+                       k, cfg.train.val_k, ", ".join(s for s in listed if s not in candidates), ", ".join(candidates or usable))
+    candidates = candidates or usable
     kinds = ("genuine", "skilled", "random")
     scores = draw_scores(emb, protos, dist, usable)
     if not scores[0]["mean"]["genuine"]:

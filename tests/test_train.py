@@ -252,7 +252,7 @@ def test_template_loss_trains_on_episodes_and_checks_its_settings(tmp_path, caps
         RunConfig.from_sections({"train": {"scoring": "median"}})
 
 
-def test_validation_chooses_among_the_listed_strategies_and_calibrates_them_all(caplog):
+def test_validation_chooses_among_the_listed_strategies_and_calibrates_them_all(caplog, monkeypatch):
     """val_strategies: the model's strategy is the listed one of lowest validation EER; () lists every usable
     strategy; every usable strategy's scores are kept for calibration. When the writers allow fewer references than
     the listed strategies need, validation says so and chooses among the usable ones. Bad lists are refused."""
@@ -286,14 +286,25 @@ def test_validation_chooses_among_the_listed_strategies_and_calibrates_them_all(
     with caplog.at_level("WARNING"):
         one_ref = train_module.validate(enc, few, RunConfig(base.features, base.model, base.train))
     assert one_ref.strategy in ("mean", "nearest") and "too few for val_strategies mean_offset, nearest_offset" in caplog.text
-    with pytest.raises(ConfigError, match="at most once"):
+    reversed_ = run(val_strategies=("nearest_offset", "mean_offset"))  # the order listed does not matter, ties included
+    assert reversed_.strategy == run(val_strategies=("mean_offset", "nearest_offset")).strategy
+    real_draw_scores = train_module.draw_scores
+
+    def nearest_as_mean(*args):  # "nearest" scored exactly as "mean": a tie
+        out = real_draw_scores(*args)
+        return [{**d, "nearest": d["mean"]} for d in out]
+
+    monkeypatch.setattr(train_module, "draw_scores", nearest_as_mean)
+    assert run(val_strategies=("nearest", "mean")).strategy == "mean"  # the earlier one in STRATEGIES wins a tie
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="unknown strategy 'median'"):
         RunConfig.from_sections({"train": {"val_strategies": ["mean", "median"]}})
-    with pytest.raises(ConfigError, match="at most once"):
+    with pytest.raises(ConfigError, match="lists a strategy twice"):
         RunConfig.from_sections({"train": {"val_strategies": ["mean", "mean"]}})
     with pytest.raises(ConfigError, match="cannot score with dtw"):
         RunConfig.from_sections({"train": {"val_strategies": ["gaussian"]}})
-    with pytest.raises(ConfigError, match="need at least 2 references but val_k is 1"):
-        RunConfig.from_sections({"train": {"val_strategies": ["wnorm"], "val_k": 1, "scoring": "mean"}})
+    with pytest.raises(ConfigError, match=r"val_strategies wnorm need 2 references but val_k is 1; set train.val_strategies"):
+        RunConfig.from_sections({"train": {"val_strategies": ["mean", "wnorm"], "val_k": 1, "scoring": "mean"}})
     assert RunConfig.from_sections({"model": {"pooling": "stats"}}).train.val_strategies == ()  # pooled: as measured
 
 
@@ -464,3 +475,16 @@ def test_a_config_saved_before_session_kept_draws_reads_back_drawing_from_all_ge
     assert config_difference(RunConfig.from_dict(old).to_dict(), now) == "train.val_draw_pool = 'all' there, 'sessions' now"
     with pytest.raises(ConfigError, match="val_draw_pool must be one of"):
         RunConfig.from_sections(apply_sets({}, ["train.val_draw_pool=some"]))
+
+
+def test_a_config_saved_before_val_strategies_reads_back_choosing_among_every_strategy():
+    """Runs before val_strategies chose among every usable strategy: they read back as [], so resuming them (or mixing
+    their folds into an experiment) under today's two offsets is refused, naming the setting."""
+    now = RunConfig.from_sections({}).to_dict()
+    assert now["train"]["val_strategies"] == ["mean_offset", "nearest_offset"]
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["val_strategies"]
+    assert RunConfig.from_dict(old).train.val_strategies == ()
+    assert config_difference(RunConfig.from_dict(old).to_dict(), now) == \
+        "train.val_strategies = [] there, ['mean_offset', 'nearest_offset'] now"
+    assert RunConfig.from_sections(apply_sets({}, ["train.val_strategies=[]"])).train.val_strategies == ()
