@@ -41,10 +41,9 @@ import torch
 from tdnn_siamese.atomic import atomic_write_text
 from tdnn_siamese.distances import Distance
 from tdnn_siamese.experiment import fold_runs
-from tdnn_siamese.metrics import eer
 from tdnn_siamese.model import CheckpointError, embed_all, load_checkpoint
 from tdnn_siamese.protocols import Protocol, fitting_k, sk_protocols
-from tdnn_siamese.train import RunConfig, dprime, draw_scores, prepare
+from tdnn_siamese.train import RunConfig, draw_scores, prepare, strategy_validation
 from tdnn_siamese.verifier import MIN_REFERENCES, usable_strategies
 
 OFFSETS = ("mean_offset", "nearest_offset")
@@ -84,14 +83,8 @@ def model_figures(run: Path) -> dict:
     def validation(ws: list[str]) -> dict[str, tuple[float, float, float]]:
         """Per strategy, training's validation key on writers ws: skilled EER (one threshold over ws, mean over draws),
         then random EER, then minus the d' of genuine and skilled scores pooled over draws (Validation.key)."""
-        out = {}
-        for s in strategies:
-            per_draw = [{kind: sum((by_writer[w][d][s][kind] for w in ws), []) for kind in KINDS} for d in range(len(protos))]
-            random = [eer(x["genuine"], x["random"])[0] for x in per_draw if x["random"]]
-            out[s] = (float(np.mean([eer(x["genuine"], x["skilled"])[0] for x in per_draw])),
-                      float(np.mean(random)) if random else 0.0,
-                      -dprime(sum((x["genuine"] for x in per_draw), []), sum((x["skilled"] for x in per_draw), [])))
-        return out
+        return {s: strategy_validation([{kind: sum((by_writer[w][d][s][kind] for w in ws), []) for kind in KINDS}
+                                        for d in range(len(protos))], s, {}).key for s in strategies}
 
     candidates = rules(strategies)
     splits = []

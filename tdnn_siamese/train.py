@@ -405,15 +405,23 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig, warn: bool = True) -
     pooled_all = {s: {kind: [v for d in scores for v in d[s][kind]] for kind in kinds} for s in usable}  # over draws
     best = None
     for strategy in candidates:
-        per_draw, pooled = [d[strategy] for d in scores], pooled_all[strategy]
-        impostor = "skilled" if pooled["skilled"] else "random" if pooled["random"] else None
-        mean_eer = lambda kind: float(np.mean([eer(d["genuine"], d[kind])[0] for d in per_draw])) if pooled[kind] else float("nan")  # noqa: E731
-        v = Validation(mean_eer("skilled"), mean_eer("random"),
-                       eer(pooled["genuine"], pooled[impostor])[1] if impostor else float("nan"), strategy, pooled_all,
-                       dprime(pooled["genuine"], pooled[impostor]) if impostor else 0.0)
+        v = strategy_validation([d[strategy] for d in scores], strategy, pooled_all)
         if best is None or v.key < best.key:
             best = v
     return best
+
+
+def strategy_validation(per_draw: list[dict[str, list[float]]], strategy: str,
+                        scores: dict[str, dict[str, list[float]]]) -> Validation:
+    """One strategy's validation from its scores of each draw (``[draw][kind]``): the skilled and random EERs are
+    means over draws, the threshold and the separation those of the scores pooled over draws; ``scores`` is kept
+    as the calibration (every strategy's pooled scores)."""
+    pooled = {kind: [v for d in per_draw for v in d[kind]] for kind in ("genuine", "skilled", "random")}
+    impostor = "skilled" if pooled["skilled"] else "random" if pooled["random"] else None
+    mean_eer = lambda kind: float(np.mean([eer(d["genuine"], d[kind])[0] for d in per_draw])) if pooled[kind] else float("nan")  # noqa: E731
+    return Validation(mean_eer("skilled"), mean_eer("random"),
+                      eer(pooled["genuine"], pooled[impostor])[1] if impostor else float("nan"), strategy, scores,
+                      dprime(pooled["genuine"], pooled[impostor]) if impostor else 0.0)
 
 
 # --------------------------------------------------------------------------- the loop
