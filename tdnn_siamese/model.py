@@ -201,6 +201,7 @@ class TDNN(nn.Module):
             c_in = c
         self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
         self.act = torch.tanh if cfg.activation == "tanh" else F.relu
+        self.dropout = 0.0  # in train() mode: share of each layer's activations zeroed at random (training sets it)
         self.proj = nn.Linear(cfg.pooled_dim, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
 
     def _segment_pool(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -236,6 +237,8 @@ class TDNN(nn.Module):
             if padded:
                 h = h * (torch.arange(h.shape[-1], device=x.device)[None, :] < lengths[:, None]).to(h.dtype)[:, None, :]
             h = self.act(norm(conv(h)))  # (B, C, T')
+            if self.dropout and self.training:
+                h = F.dropout(h, self.dropout, training=True)
             lengths = self._out_lengths(lengths, i)
         if self.cfg.pooling == "frames":  # (B, C, S) segment means -> S frames, each projected and unit-length: (B, S x frame_dim)
             S = self.cfg.segments

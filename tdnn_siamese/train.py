@@ -87,7 +87,7 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 # config.json without the key reads back with it, so resuming such a run, or mixing it into an experiment, under
 # today's default is refused as the other setting it is.
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
-                                      "val_draw_pool": "all", "val_strategies": ()}
+                                      "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0}
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ class TrainConfig(StrictConfig):
     #   among (its choice is the model's default); (): every strategy the distance can use (runs before this setting)
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
+    dropout: float = 0.0  # share of the encoder's hidden activations zeroed at random in training (not stored in models)
     augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
     init: str = ""  # "": random initial weights; "synthetic": the shipped model pre-trained on synthetic writers
     #   (PRETRAINED), when it fits the architecture and features, else random weights; a path: that model.pt (it must fit)
@@ -147,6 +148,8 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"augment is a strength between 0 (off) and 3, got {self.augment}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.val_fraction < 1 or not self.lr > 0 or self.weight_decay < 0 or not self.margin > 0:
             raise ConfigError("val_fraction must be in (0, 1); lr and margin positive; weight_decay >= 0")
         if len(self.mix) != 3 or min(self.mix) < 0 or abs(sum(self.mix) - 1) > 1e-6:
@@ -714,7 +717,18 @@ def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optim
 
 def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler, prep: Prepared,
                  cfg: RunConfig, epoch: int, progress: Callable[..., None] | None) -> float:
-    """One pass over fresh pairs or, for the template loss, episodes (seeded by ``(seed, epoch)``), augmented when asked; the mean loss."""
+    """One pass over fresh pairs or, for the template loss, episodes (seeded by ``(seed, epoch)``), augmented when asked; the mean loss.
+
+    The torch generator (dropout's masks) is seeded by ``(seed, epoch)`` too, so a resumed run repeats the uninterrupted one.
+    """
+    encoder.dropout = cfg.train.dropout
+    with torch.random.fork_rng():
+        torch.manual_seed(int(np.random.SeedSequence([cfg.train.seed, epoch]).generate_state(1)[0]))
+        return _train_epoch_seeded(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress)
+
+
+def _train_epoch_seeded(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler,
+                        prep: Prepared, cfg: RunConfig, epoch: int, progress: Callable[..., None] | None) -> float:
     tc = cfg.train
     if tc.loss == "template":
         return _train_episodes(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress)

@@ -61,8 +61,30 @@ def test_another_seed_gives_other_weights(tmp_path):
 
 
 def _cmd(out, epochs, *extra):
+    # with dropout, so that resuming must also restore the random masks' generator
     return [sys.executable, "-m", "tdnn_siamese", "train", "--data", str(SAMPLE), "--out", str(out), *extra] + (
-        [] if "--resume" in extra else ["--epochs", str(epochs), "--set", "train.patience=50", *SMALL])
+        [] if "--resume" in extra else ["--epochs", str(epochs), "--set", "train.patience=50", "--set", "train.dropout=0.2", *SMALL])
+
+
+def test_dropout_acts_in_training_only_and_is_seeded(tmp_path):
+    """train.dropout zeroes activations while training (other weights than without it, the same ones again with the
+    same seed); the saved model embeds deterministically, with no dropout, and the setting is range-checked."""
+    runs = {"none": [], "a": ["--set", "train.dropout=0.3"], "b": ["--set", "train.dropout=0.3"]}
+    for run, extra in runs.items():
+        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "1", *SMALL, *extra]) == 0
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert not torch.equal(weights(tmp_path / "a")["convs.0.weight"], weights(tmp_path / "none")["convs.0.weight"])
+    encoder = load_checkpoint(tmp_path / "a" / "model.pt").encoder
+    x = torch.randn(2, 80, encoder.cfg.n_features)
+    assert encoder.dropout == 0 and torch.equal(encoder(x), encoder(x))
+    encoder.train()
+    encoder.dropout = 0.3
+    assert not torch.equal(encoder(x), encoder(x))  # the masks differ call to call in training
+    encoder.eval()
+    assert torch.equal(encoder(x), encoder(x))  # and are off in evaluation, whatever the setting
+    for bad in ("1", "-0.1"):
+        with pytest.raises(ConfigError, match="dropout must be in"):
+            RunConfig.from_sections(apply_sets({}, [f"train.dropout={bad}"]))
 
 
 @pytest.mark.slow
