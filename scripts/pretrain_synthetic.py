@@ -34,9 +34,9 @@ from tdnn_siamese.verifier import model_fingerprint
 from tdnn_siamese.synth import synthesize
 from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, architecture_difference, train
 
-# on top of the defaults (and --epochs); augment 0 and val_strategies [] (validation choosing among every strategy):
-# how the shipped file was built, before either became the default
-SETTINGS = ["train.init=", "train.patience=4", "train.augment=0", "train.val_strategies=[]"]
+# on top of the defaults (and --epochs); augment 0, val_strategies [] (validation choosing among every strategy) and
+# keep_initial true (epoch 0 a candidate): how the shipped file was built, before each became the default
+SETTINGS = ["train.init=", "train.patience=4", "train.augment=0", "train.val_strategies=[]", "train.keep_initial=true"]
 
 
 def fingerprint(path: str | Path) -> str:

@@ -13,7 +13,10 @@ a model file instead of random ones; ``"synthetic"`` names the model
 pre-trained on 600 synthetic writers that ships in ``data/pretrained/``
 (:func:`resolve_init`), used when the run's architecture and features
 are its own. Epoch 0 validates the initial weights, so
-the table shows what training adds. With ``ema > 0`` (the default) the
+the table shows what training adds; it is a baseline, not a candidate
+(``keep_initial``): on 6 validation writers the initial weights sometimes
+beat the first trained epochs by chance, and patience counted from them
+ended such runs at epoch 10 with untrained weights kept. With ``ema > 0`` (the default) the
 validated and kept weights are an exponential moving average of the
 trained ones, which smooths the epoch-to-epoch swings a small training set
 causes. Validation scores every strategy of :mod:`tdnn_siamese.verifier`
@@ -87,7 +90,8 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 # config.json without the key reads back with it, so resuming such a run, or mixing it into an experiment, under
 # today's default is refused as the other setting it is.
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
-                                      "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0}
+                                      "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0,
+                                      "keep_initial": True}
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,8 @@ class TrainConfig(StrictConfig):
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     dropout: float = 0.0  # share of the encoder's hidden activations zeroed at random in training (not stored in models)
+    keep_initial: bool = False  # may epoch 0 (the initial weights, validated as a baseline) be the kept model? False: the
+    #   kept model is a trained one and patience counts from epoch 1 (runs before this setting: True)
     augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
     init: str = ""  # "": random initial weights; "synthetic": the shipped model pre-trained on synthetic writers
     #   (PRETRAINED), when it fits the architecture and features, else random weights; a path: that model.pt (it must fit)
@@ -577,12 +583,13 @@ def train(
         mean_loss = _train_epoch(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress) if epoch else float("nan")
         kept = averaged if averaged is not None else encoder
         val = validate(kept, prep, cfg, warn=epoch == start)
-        improved = best is None or val.key < tuple(best["key"])
+        candidate = epoch > 0 or tc.keep_initial  # else epoch 0 is the baseline only: neither kept nor a bar for patience
+        improved = candidate and (best is None or val.key < tuple(best["key"]))
         if improved:
             best = {"key": list(val.key), "epoch": epoch, "state": {k: v.clone() for k, v in kept.state_dict().items()},
                     "threshold": val.threshold, "strategy": val.strategy, "scores": val.scores}
             bad = 0
-        else:
+        elif candidate:
             bad += 1
         rows.append({"epoch": epoch, "train_loss": round(mean_loss, 6), "val_eer_skilled": round(val.eer_skilled, 6),
                      "val_eer_random": round(val.eer_random, 6), "strategy": val.strategy, "seconds": round(time.perf_counter() - t0, 2), "best": improved})

@@ -109,6 +109,29 @@ def test_sigkill_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
     assert_same_weights(weights(run), weights(tmp_path / "straight"))
 
 
+@pytest.mark.parametrize("keep_initial", [False, True])
+def test_epoch_0_is_a_baseline_unless_keep_initial(tmp_path, monkeypatch, keep_initial):
+    """The initial weights validate best here (scripted validation EERs: 1%, then 20%, 30%, ...). By default they are
+    only the baseline: epoch 1 is kept and patience (2) counts from it; with keep_initial (as runs before the setting)
+    epoch 0 is kept and patience counts from it."""
+    real_validate, calls = train_module.validate, []
+
+    def scripted(*args, **kw):
+        v = real_validate(*args, **kw)
+        calls.append(len(calls))
+        return dataclasses.replace(v, eer_skilled=0.01 if len(calls) == 1 else 0.1 * len(calls))
+
+    monkeypatch.setattr(train_module, "validate", scripted)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(SAMPLE), "--out", str(run), "--epochs", "6", "--set", "train.patience=2",
+                 "--set", f"train.keep_initial={str(keep_initial).lower()}", *SMALL]) == 0
+    m = pd.read_csv(run / "metrics.csv")
+    kept = 0 if keep_initial else 1
+    assert m.loc[m["best"], "epoch"].tolist() == [kept]
+    assert m["epoch"].max() == kept + 2  # stopped by patience two epochs after the kept one
+    assert load_checkpoint(run / "model.pt").provenance["best_epoch"] == kept
+
+
 def test_a_crash_while_writing_leaves_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "model.pt"
     target.write_bytes(b"old model")
@@ -510,3 +533,13 @@ def test_a_config_saved_before_val_strategies_reads_back_choosing_among_every_st
     assert config_difference(RunConfig.from_dict(old).to_dict(), now) == \
         "train.val_strategies = [] there, ['mean_offset', 'nearest_offset'] now"
     assert RunConfig.from_sections(apply_sets({}, ["train.val_strategies=[]"])).train.val_strategies == ()
+
+
+def test_a_config_saved_before_keep_initial_reads_back_with_epoch_0_a_candidate():
+    """Runs before keep_initial could keep epoch 0's initial weights: they read back as true, so resuming them under
+    today's default is refused, naming the setting."""
+    now = RunConfig.from_sections({}).to_dict()
+    assert now["train"]["keep_initial"] is False
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["keep_initial"]
+    assert config_difference(RunConfig.from_dict(old).to_dict(), now) == "train.keep_initial = True there, False now"
