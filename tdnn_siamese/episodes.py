@@ -36,6 +36,9 @@ from .distances import Distance
 from .verifier import MIN_REFERENCES, SPREAD_STRATEGIES, distinct_pairs, matrix_scores, spread_of, template_scores
 
 
+EPISODE_POOLS = ("all", "session")  # where an episode's references come from: any genuine, or one session
+
+
 @dataclass(frozen=True)
 class Episode:
     """Row indices of one writer's episode: references, genuine queries, impostor queries."""
@@ -57,13 +60,33 @@ class EpisodeSampler:
     ``min_refs``), up to ``n_genuine_queries`` of the remaining genuines,
     up to ``n_skilled`` of the writer's skilled forgeries and ``n_random``
     genuine signatures of other writers.
+
+    ``pool`` says where the references come from. ``"all"``: any of the
+    writer's genuine signatures. ``"session"``: all from one session (drawn
+    at random among the writer's known sessions with at least ``min_refs``
+    genuines and another genuine left over), the genuine queries from the
+    rest, as the protocols enroll from one session and query with the
+    writer's later signatures (:mod:`tdnn_siamese.protocols`); a writer
+    without such a session is drawn as under ``"all"``.
     """
 
     def __init__(self, table: pd.DataFrame, k: int = 5, min_refs: int = 2, n_genuine_queries: int = 5, n_skilled: int = 5,
-                 n_random: int = 2):
+                 n_random: int = 2, pool: str = "all"):
+        if pool not in EPISODE_POOLS:
+            raise ValueError(f"unknown episode pool {pool!r}; known: {', '.join(EPISODE_POOLS)}")
         labels, writers = table["label"].to_numpy(), table["writer"].to_numpy()
         names = pd.unique(writers)
         self.genuine = {w: np.flatnonzero((writers == w) & (labels == "genuine")) for w in names}
+        self.sessions: dict[object, list[np.ndarray]] = {}  # pool "session": a writer's genuine rows per usable session
+        if pool == "session":
+            session = table["session"].to_numpy() if "session" in table else np.full(len(table), None)
+            for w in names:
+                g = self.genuine[w]
+                known = [s for s in pd.unique(session[g]) if not pd.isna(s)]
+                groups = [g[session[g] == s] for s in sorted(known)]
+                usable = [x for x in groups if len(x) >= min_refs and len(g) > len(x)]
+                if usable:
+                    self.sessions[w] = usable
         self.skilled = {w: np.flatnonzero((writers == w) & (labels == "skilled")) for w in names}
         self.writers = [w for w in names if len(self.genuine[w]) >= min_refs + 1]
         self.givers = [w for w in names if len(self.genuine[w])]  # writers whose genuines serve as random forgeries
@@ -80,9 +103,14 @@ class EpisodeSampler:
         out = []
         for wi in picks:
             w = self.writers[wi]
-            g = rng.permutation(self.genuine[w])
-            k = max(self.min_refs, min(self.k, len(g) - 1))
-            refs, gq = g[:k], g[k : k + self.n_genuine_queries]
+            if w in self.sessions:
+                pick = self.sessions[w][rng.integers(len(self.sessions[w]))]
+                refs = rng.permutation(pick)[: self.k]
+                gq = rng.permutation(np.setdiff1d(self.genuine[w], refs))[: self.n_genuine_queries]
+            else:
+                g = rng.permutation(self.genuine[w])
+                k = max(self.min_refs, min(self.k, len(g) - 1))
+                refs, gq = g[:k], g[k : k + self.n_genuine_queries]
             s = self.skilled[w]
             sq = rng.choice(s, size=min(self.n_skilled, len(s)), replace=False) if len(s) else np.empty(0, np.int64)
             others = [o for o in self.givers if o != w]

@@ -62,7 +62,7 @@ from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
 from .augment import augment
-from .episodes import EpisodeSampler, template_ranking_loss
+from .episodes import EPISODE_POOLS, EpisodeSampler, template_ranking_loss
 from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
@@ -91,7 +91,7 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 # today's default is refused as the other setting it is.
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
                                       "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0,
-                                      "keep_initial": True}
+                                      "keep_initial": True, "episode_pool": "all"}
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,8 @@ class TrainConfig(StrictConfig):
     episode_genuine: int = 5  # loss "template": at most this many genuine queries per episode (after the val_k references)
     episode_skilled: int = 5  # loss "template": at most this many of the writer's skilled forgeries per episode
     episode_random: int = 2  # loss "template": genuine signatures of this many other writers per episode (random forgeries)
+    episode_pool: str = "all"  # loss "template": an episode's references from any genuine ("all") or from one session
+    #   of the writer, queries from the rest ("session": as the protocols enroll; writers without sessions as "all")
     global_weight: float = 0.0  # loss "template": weight of the ranking across the step's writers (global EER); 0: within writers only
     distance: str = "dtw"  # "dtw" for the "frames" pooling; with any other pooling RunConfig.from_sections defaults to "cosine"
     mix: tuple[float, ...] = BROMLEY_MIX
@@ -143,6 +145,8 @@ class TrainConfig(StrictConfig):
         if self.episode_genuine < 1 or min(self.episode_skilled, self.episode_random) < 0 or not self.episode_skilled + self.episode_random:
             raise ConfigError("an episode needs a genuine query (episode_genuine >= 1) and impostors "
                               "(episode_skilled + episode_random >= 1, neither negative)")
+        if self.episode_pool not in EPISODE_POOLS:
+            raise ConfigError(f"episode_pool must be one of {', '.join(EPISODE_POOLS)}, got {self.episode_pool!r}")
         if self.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {self.distance!r}; known: {', '.join(DISTANCES)}")
         if self.loss == "bromley" and self.distance != "cosine":
@@ -612,7 +616,7 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
     try:
         if tc.loss == "template":
             return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring], n_genuine_queries=tc.episode_genuine,
-                                   n_skilled=tc.episode_skilled, n_random=tc.episode_random),
+                                   n_skilled=tc.episode_skilled, n_random=tc.episode_random, pool=tc.episode_pool),
                     partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight))
         return PairSampler(train_table, tuple(tc.mix)), PairLoss(tc.loss, dist, margin=tc.margin)
     except ValueError as e:

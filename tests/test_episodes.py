@@ -43,6 +43,33 @@ def test_reference_count_follows_the_writer_and_sampling_is_seeded():
         EpisodeSampler(table(n_gen=2), min_refs=2)
 
 
+def test_session_pool_enrolls_from_one_session_and_queries_with_the_rest():
+    """pool "session": references all of one session (either, at random), genuine queries from the writer's other
+    genuines; a writer without two usable sessions (here: no session known) is drawn as under "all"."""
+    t = table(n_writers=4, n_gen=10)
+    t["session"] = pd.array([1 + (i % 10 >= 6) if lab == "genuine" and w != "w3" else None
+                             for i, (w, lab) in enumerate(zip(t["writer"], t["label"]))], dtype="Int64")
+    ses, w = t["session"], t["writer"].to_numpy()
+    eps = EpisodeSampler(t, k=5, n_genuine_queries=5, pool="session").sample(400, np.random.default_rng(1))
+    sizes = set()
+    for e in eps:
+        refs = ses.iloc[e.references]
+        if w[e.references[0]] == "w3":
+            assert refs.isna().all() and len(e.references) == 5
+            continue
+        assert refs.nunique() == 1 and not refs.isna().any()  # one session: 6 signatures in session 1, 4 in session 2
+        s = int(refs.iloc[0])
+        sizes.add((s, len(e.references)))
+        assert not set(e.references) & set(e.genuine) and len(e.genuine) == 5
+        assert all(w[i] == w[e.references[0]] for i in e.genuine)
+    assert sizes == {(1, 5), (2, 4)}  # session 2 holds only 4: all of them are the references
+    # "all" (the default) draws across sessions: some episode mixes them
+    mixed = EpisodeSampler(t, k=5, n_genuine_queries=5).sample(50, np.random.default_rng(1))
+    assert any(ses.iloc[e.references].nunique() == 2 for e in mixed)
+    with pytest.raises(ValueError, match="episode pool"):
+        EpisodeSampler(t, pool="sessions")
+
+
 def _manual(emb, eps, dist, strategy, scale):
     out, start = [], 0
     for e in eps:

@@ -510,6 +510,27 @@ def test_episode_settings_reach_the_sampler_and_are_checked():
         "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2}
 
 
+def test_episode_pool_reaches_the_sampler_reads_back_as_all_and_is_checked():
+    """train.episode_pool=session: every training episode enrolls from one session of the writer (the sample corpus
+    has two); runs saved before the setting drew references among all genuines and read back as "all"."""
+    cfg = RunConfig.from_sections(apply_sets({}, ["train.episode_pool=session"]))
+    prep = train_module.prepare(SAMPLE, cfg)
+    sampler, _ = train_module.objective(prep, cfg)
+    table = prep.table.iloc[prep.train_rows].reset_index(drop=True)
+    eps = sampler.sample(20, np.random.default_rng(0))
+    ses = table["session"]
+    assert eps and all(ses.iloc[e.references].nunique() == 1 for e in eps)
+    # a session holds 5 genuines, all references (val_k 5): the queries are the other session's
+    assert all(set(ses.iloc[e.genuine]) == {3 - ses.iloc[e.references[0]]} for e in eps)
+    assert {ses.iloc[e.references[0]] for e in eps} == {1, 2}
+    now = RunConfig.from_sections({}).to_dict()
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["episode_pool"]
+    assert RunConfig.from_dict(old).train.episode_pool == "all" == now["train"]["episode_pool"]
+    with pytest.raises(ConfigError, match="episode_pool must be one of"):
+        RunConfig.from_sections(apply_sets({}, ["train.episode_pool=sessions"]))
+
+
 def test_a_config_saved_before_session_kept_draws_reads_back_drawing_from_all_genuines():
     """Runs before val_draw_pool drew validation references among all genuines: they read back as "all", so resuming
     them under today's "sessions" is refused as another validation measure."""
