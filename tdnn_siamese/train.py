@@ -91,7 +91,7 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 # today's default is refused as the other setting it is.
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
                                       "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0,
-                                      "keep_initial": True, "episode_pool": "all"}
+                                      "keep_initial": True, "episode_pool": "all", "member": 0}
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,19 @@ class TrainConfig(StrictConfig):
     init: str = ""  # "": random initial weights; "synthetic": the shipped model pre-trained on synthetic writers
     #   (PRETRAINED), when it fits the architecture and features, else random weights; a path: that model.pt (it must fit)
     seed: int = 0
+    member: int = 0  # > 0: another member for the same split: the writers' split and validation draws from seed, the
+    #   initial weights, episodes, augmentation and dropout from (seed, member); 0: everything from seed
+
+    @property
+    def stream(self) -> list[int]:
+        """What seeds training's randomness (initial weights, episodes, augmentation, dropout): ``[seed]``, or
+        ``[seed, member]`` for another member of the same split and validation."""
+        return [self.seed] if self.member == 0 else [self.seed, self.member]
+
+    @property
+    def init_seed(self) -> int:
+        """The torch seed of the initial weights: ``seed`` itself for member 0."""
+        return self.seed if self.member == 0 else int(np.random.SeedSequence(self.stream).generate_state(1)[0])
 
     def validate(self) -> None:
         if self.loss not in LOSSES + ("template",):
@@ -176,6 +189,8 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"val_strategies {', '.join(too_many)} need {max(MIN_REFERENCES[s] for s in too_many)} references but "
                               f"val_k is {self.val_k}; set train.val_strategies to ones that fit (e.g. [\"mean\", \"nearest\"]; "
                               "[] = every usable one)")
+        if self.member < 0:
+            raise ConfigError(f"member must be >= 0, got {self.member}")
         if not isinstance(self.init, str):
             raise ConfigError(f"init is the path of a model file (or empty), got {self.init!r}")
 
@@ -546,10 +561,10 @@ def train(
         encoder = initial_encoder(init, cfg)
         init_sha256 = file_sha256(init)
     else:
-        encoder = _new_encoder(cfg.model, tc.seed)
+        encoder = _new_encoder(cfg.model, tc.init_seed)
         encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
     opt = torch.optim.Adam(encoder.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    averaged = _new_encoder(cfg.model, tc.seed) if tc.ema else None  # the weights validated and kept, when ema is on
+    averaged = _new_encoder(cfg.model, tc.init_seed) if tc.ema else None  # the weights validated and kept, when ema is on
     if averaged is not None:
         averaged.load_state_dict(encoder.state_dict())
 
@@ -704,7 +719,7 @@ def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optim
     """One epoch of episodes (``pairs_per_epoch // batch_size`` steps of ``episode_writers`` episodes each); the mean loss."""
     tc = cfg.train
     encoder.train()
-    rng = np.random.default_rng([tc.seed, epoch])
+    rng = np.random.default_rng([*tc.stream, epoch])
     n_steps = max(1, tc.pairs_per_epoch // tc.batch_size)
     steps = [sampler.sample(tc.episode_writers, rng) for _ in range(n_steps)]
     steps = [eps for eps in steps if eps]
@@ -728,13 +743,13 @@ def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optim
 
 def _train_epoch(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optimizer, loss_fn: PairLoss, sampler: PairSampler, prep: Prepared,
                  cfg: RunConfig, epoch: int, progress: Callable[..., None] | None) -> float:
-    """One pass over fresh pairs or, for the template loss, episodes (seeded by ``(seed, epoch)``), augmented when asked; the mean loss.
+    """One pass over fresh pairs or, for the template loss, episodes (seeded by ``(*stream, epoch)``), augmented when asked; the mean loss.
 
-    The torch generator (dropout's masks) is seeded by ``(seed, epoch)`` too, so a resumed run repeats the uninterrupted one.
+    The torch generator (dropout's masks) is seeded by ``(*stream, epoch)`` too, so a resumed run repeats the uninterrupted one.
     """
     encoder.dropout = cfg.train.dropout
     with torch.random.fork_rng():
-        torch.manual_seed(int(np.random.SeedSequence([cfg.train.seed, epoch]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([*cfg.train.stream, epoch]).generate_state(1)[0]))
         return _train_epoch_seeded(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress)
 
 
@@ -744,7 +759,7 @@ def _train_epoch_seeded(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.O
     if tc.loss == "template":
         return _train_episodes(encoder, averaged, opt, loss_fn, sampler, prep, cfg, epoch, progress)
     encoder.train()
-    rng = np.random.default_rng([tc.seed, epoch])
+    rng = np.random.default_rng([*tc.stream, epoch])
     pairs = sampler.sample(tc.pairs_per_epoch, rng)
     a, b = prep.train_rows[pairs.a], prep.train_rows[pairs.b]
     sa, sb = _pair_sequences(prep, a, cfg, rng), _pair_sequences(prep, b, cfg, rng)

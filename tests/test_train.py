@@ -87,6 +87,27 @@ def test_dropout_acts_in_training_only_and_is_seeded(tmp_path):
             RunConfig.from_sections(apply_sets({}, [f"train.dropout={bad}"]))
 
 
+def test_member_reseeds_training_but_not_the_split_or_the_validation_draws(tmp_path):
+    """train.member > 0 trains another model for the same validation writers and reference draws (an ensemble's
+    member): other initial weights and episodes, the same ones again for the same member; member 0 is the seed alone."""
+    runs = {"m0": [], "m1": ["--set", "train.member=1"], "m1b": ["--set", "train.member=1"], "m2": ["--set", "train.member=2"]}
+    for run, extra in runs.items():
+        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "1", *SMALL, *extra]) == 0
+    assert_same_weights(weights(tmp_path / "m1"), weights(tmp_path / "m1b"))
+    w = {r: weights(tmp_path / r)["convs.0.weight"] for r in ("m0", "m1", "m2")}
+    assert not torch.equal(w["m0"], w["m1"]) and not torch.equal(w["m1"], w["m2"])
+    cfgs = {m: RunConfig.from_sections(apply_sets({}, [f"train.member={m}"])) for m in (0, 1)}
+    preps = {m: train_module.prepare(SAMPLE, c) for m, c in cfgs.items()}
+    assert np.array_equal(preps[0].val_rows, preps[1].val_rows) and np.array_equal(preps[0].train_rows, preps[1].train_rows)
+    assert cfgs[0].train.init_seed == cfgs[0].train.seed and cfgs[1].train.init_seed != cfgs[0].train.seed
+    assert cfgs[1].train.stream == [0, 1] and cfgs[0].train.stream == [0]
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["member"]
+    assert RunConfig.from_dict(old).train.member == 0
+    with pytest.raises(ConfigError, match="member must be"):
+        RunConfig.from_sections(apply_sets({}, ["train.member=-1"]))
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
     epochs = 8
