@@ -76,7 +76,7 @@ def fold_validation(runs: list[Path]) -> dict:
     table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     k = fitting_k(table, cfg.train.val_k)
     protos = sk_protocols(table, k, cfg.train.val_draws, cfg.train.seed, cfg.train.val_draw_pool)
-    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
+    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim, cfg.model.members)
     per_member, strategies = [], []
     for run in runs:
         ck = load_checkpoint(run / "model.pt")

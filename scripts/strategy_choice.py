@@ -65,7 +65,7 @@ def model_figures(run: Path) -> dict:
     prep = prepare(run.parent / "train", cfg)
     table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(ck.encoder, [prep.seqs[i] for i in prep.val_rows])
-    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
+    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim, cfg.model.members)
     k = fitting_k(table, cfg.train.val_k)
     strategies = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]
     protos = sk_protocols(table, k, cfg.train.val_draws, cfg.train.seed, cfg.train.val_draw_pool)

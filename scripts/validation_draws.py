@@ -49,7 +49,7 @@ def fold_figures(run: Path, draws: int, group: int) -> dict:
     prep = prepare(run.parent / "train", cfg)
     table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(ck.encoder, [prep.seqs[i] for i in prep.val_rows])
-    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
+    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim, cfg.model.members)
     k = fitting_k(table, cfg.train.val_k)
 
     def skilled_eers(protos: list[Protocol]) -> np.ndarray:  # training's own validation scoring, one strategy

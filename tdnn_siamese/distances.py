@@ -35,17 +35,22 @@ class Distance:
 
     kind: str = "cosine"
     frame_dim: int = 0  # "dtw": values per frame of the flattened frame sequences
+    members: int = 1  # "dtw": an ensemble's embeddings hold this many frame sequences, one per member, one after
+    #   another; each is aligned with the same member's of the other embedding and the members' distances averaged
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown distance {self.kind!r}; known: {', '.join(KINDS)}")
         if (self.kind == "dtw") != (self.frame_dim > 0):
             raise ValueError("distance 'dtw' needs frame_dim > 0 (and only it takes one)")
+        if self.members < 1 or (self.members > 1 and self.kind != "dtw"):
+            raise ValueError("members > 1 (an ensemble's frame sequences) is a setting of distance 'dtw' only")
 
     @classmethod
-    def for_encoder(cls, kind: str, frame_dim: int) -> "Distance":
-        """The distance ``kind`` for an encoder whose frames have ``frame_dim`` values (ignored but by "dtw")."""
-        return cls(kind, frame_dim if kind == "dtw" else 0)
+    def for_encoder(cls, kind: str, frame_dim: int, members: int = 1) -> "Distance":
+        """The distance ``kind`` for an encoder whose frames have ``frame_dim`` values (ignored but by "dtw"), an
+        ensemble of ``members`` encoders (for "dtw")."""
+        return cls(kind, frame_dim if kind == "dtw" else 0, members if kind == "dtw" else 1)
 
     def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, S, frame_dim) frames and each row's own count where some are zero padding (else None)."""
@@ -55,6 +60,15 @@ class Distance:
         counts = frame_lengths(f)
         return f, (counts if bool((counts < f.shape[1]).any()) else None)
 
+    def _member_views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's flattened frame sequences (B, D / members)."""
+        if x.shape[-1] % (self.members * self.frame_dim):
+            raise ValueError(f"embeddings of {x.shape[-1]} values are not {self.members} members' frames of {self.frame_dim}")
+        return list(x.reshape(x.shape[0], self.members, -1).unbind(1))
+
+    def _one(self) -> "Distance":
+        return Distance(self.kind, self.frame_dim)
+
     @property
     def larger_is_closer(self) -> bool:
         return self.kind == "cosine"
@@ -63,6 +77,9 @@ class Distance:
         """Row-wise native value for (B, D) x (B, D) -> (B,)."""
         if self.kind == "cosine":
             return F.cosine_similarity(a, b, dim=-1, eps=_EPS)
+        if self.kind == "dtw" and self.members > 1:
+            one = self._one()
+            return torch.stack([one.raw(x, y) for x, y in zip(self._member_views(a), self._member_views(b))]).mean(0)
         if self.kind == "dtw":
             (fa, la), (fb, lb) = self._frames(a), self._frames(b)
             return soft_dtw(fa, fb, DTW_GAMMA, la, lb)
@@ -72,6 +89,9 @@ class Distance:
         """All-against-all native values for (N, D) x (M, D) -> (N, M)."""
         if self.kind == "cosine":
             return F.normalize(a, dim=-1, eps=_EPS) @ F.normalize(b, dim=-1, eps=_EPS).T
+        if self.kind == "dtw" and self.members > 1:
+            one = self._one()
+            return torch.stack([one.matrix(x, y) for x, y in zip(self._member_views(a), self._member_views(b))]).mean(0)
         if self.kind == "dtw":
             (fa, la), (fb, lb) = self._frames(a), self._frames(b)
             return soft_dtw_matrix(fa, fb, DTW_GAMMA, la=la, lb=lb)

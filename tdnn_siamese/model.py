@@ -52,6 +52,7 @@ Version 1 files (one strategy, ``mean``) are still read.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -110,6 +111,8 @@ class TDNNConfig(StrictConfig):
     frame_steps: int = 0  # "frames" only: 0 = every signature gives ``segments`` frames (its duration normalised away);
     #   k > 0 = one frame per k encoder steps, i.e. per k x (product of strides) input steps (a longer signature has
     #   more frames; zero frames pad the embedding)
+    members: int = 1  # "frames" only: > 1 = an ensemble (TDNNEnsemble) of this many encoders of this architecture,
+    #   trained apart; their frame sequences side by side in the embedding, each aligned on its own (Distance.members)
 
     def validate(self) -> None:
         n = len(self.channels)
@@ -130,6 +133,10 @@ class TDNNConfig(StrictConfig):
             raise ConfigError(f"frame_steps must be an integer >= 0, got {self.frame_steps!r}")
         if self.frame_steps and self.pooling != "frames":
             raise ConfigError(f"frame_steps is a setting of the 'frames' pooling, not of {self.pooling!r}")
+        if not isinstance(self.members, int) or isinstance(self.members, bool) or self.members < 1:
+            raise ConfigError(f"members must be an integer >= 1, got {self.members!r}")
+        if self.members > 1 and self.pooling != "frames":
+            raise ConfigError(f"an ensemble (members > 1) is made of 'frames' encoders, not of {self.pooling!r} ones")
 
     @classmethod
     def from_preset(cls, preset: str, n_features: int, **overrides: Any) -> "TDNNConfig":
@@ -144,8 +151,13 @@ class TDNNConfig(StrictConfig):
     @property
     def output_dim(self) -> int:
         if self.pooling == "frames":
-            return self.segments * self.frame_dim
+            return self.members * self.segments * self.frame_dim
         return self.embedding_dim or self.pooled_dim
+
+    @property
+    def member(self) -> "TDNNConfig":
+        """The architecture of one member of the ensemble (this config itself when ``members`` is 1)."""
+        return self if self.members == 1 else dataclasses.replace(self, members=1)
 
     @property
     def frame_dim(self) -> int:
@@ -295,6 +307,42 @@ class Siamese(nn.Module):
         return self.encoder(a, la), self.encoder(b, lb)
 
 
+class TDNNEnsemble(nn.Module):
+    """Encoders of one architecture trained apart (``TDNNConfig.members`` of them): each embeds a signature, and the
+    embedding holds their frame sequences one after another, (B, members x segments x frame_dim). ``Distance`` with
+    ``members`` aligns each member's frames with the other signature's frames of the same member and averages the
+    members' distances: the ensemble's score is the mean of its members' (for the offsets, exactly). Averaging models
+    trained from other initial weights and episodes cuts the variance that the seed alone leaves (README, "Ablation",
+    (xx))."""
+
+    def __init__(self, cfg: TDNNConfig):
+        super().__init__()
+        if cfg.members < 2:
+            raise ValueError("an ensemble has at least two members")
+        self.cfg = cfg
+        self.towers = nn.ModuleList(TDNN(cfg.member) for _ in range(cfg.members))
+
+    @classmethod
+    def of(cls, encoders: Sequence[TDNN]) -> "TDNNEnsemble":
+        """The ensemble of these trained encoders (the same architecture), their weights copied."""
+        cfgs = {e.cfg for e in encoders}
+        if len(cfgs) != 1 or next(iter(cfgs)).members != 1:
+            raise ValueError("an ensemble's members share one architecture (and are not ensembles themselves)")
+        ens = cls(dataclasses.replace(encoders[0].cfg, members=len(encoders)))
+        for tower, e in zip(ens.towers, encoders):
+            tower.load_state_dict(e.state_dict())
+        return ens
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed a batch: every member's embedding, side by side. ``x``: (B, T, F); ``lengths``: (B,) or None."""
+        return torch.cat([tower(x, lengths) for tower in self.towers], dim=1)
+
+
+def build_encoder(cfg: TDNNConfig) -> TDNN | TDNNEnsemble:
+    """The encoder a config describes: one TDNN, or an ensemble of ``members`` of them."""
+    return TDNN(cfg) if cfg.members == 1 else TDNNEnsemble(cfg)
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -306,7 +354,7 @@ class CheckpointError(InputError):
 class Checkpoint:
     """A loaded model file: the encoder (eval mode) and everything needed to use it."""
 
-    encoder: TDNN
+    encoder: TDNN | TDNNEnsemble
     feature_config: FeatureConfig
     distance: str
     threshold: float
@@ -331,7 +379,7 @@ def _kept_scores(values: Sequence[float]) -> list[float]:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    encoder: TDNN,
+    encoder: TDNN | TDNNEnsemble,
     feature_config: FeatureConfig,
     *,
     distance: str,
@@ -375,7 +423,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         cfg = TDNNConfig.from_dict(payload["model_config"])
         fcfg = FeatureConfig.from_dict(payload["feature_config"])
-        encoder = TDNN(cfg)
+        encoder = build_encoder(cfg)
         encoder.load_state_dict(payload["state_dict"])
         ckpt = Checkpoint(
             encoder=encoder.eval(),

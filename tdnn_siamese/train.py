@@ -417,7 +417,7 @@ def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig, warn: bool = True) -
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
     k = fitting_k(val_table, cfg.train.val_k)
     protos = sk_protocols(val_table, k, cfg.train.val_draws, cfg.train.seed, cfg.train.val_draw_pool)
-    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim)
+    dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim, cfg.model.members)
     usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]  # all scored: the model's calibration
     listed = cfg.train.val_strategies or usable
     candidates = [s for s in usable if s in listed]  # in STRATEGIES order: ties go to the earlier one
@@ -627,7 +627,7 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
     """What an epoch draws from the training writers and the loss it minimises: pairs and a pair loss, or episodes and the template loss."""
     tc = cfg.train
     train_table = prep.table.iloc[prep.train_rows].reset_index(drop=True)
-    dist = Distance.for_encoder(tc.distance, cfg.model.frame_dim)
+    dist = Distance.for_encoder(tc.distance, cfg.model.frame_dim, cfg.model.members)
     try:
         if tc.loss == "template":
             return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring], n_genuine_queries=tc.episode_genuine,

@@ -288,7 +288,7 @@ class Verifier(Method):
                                 f"usable: {', '.join(usable_strategies(distance))}")
         self.encoder = encoder.eval()
         self.feature_config = feature_config
-        self.distance = Distance.for_encoder(distance, encoder.cfg.frame_dim)
+        self.distance = Distance.for_encoder(distance, encoder.cfg.frame_dim, encoder.cfg.members)
         self.strategy = strategy
         self.calibration = calibration
         self.source = source

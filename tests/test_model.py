@@ -14,6 +14,7 @@ from tdnn_siamese.model import (
     Siamese,
     TDNN,
     TDNNConfig,
+    TDNNEnsemble,
     embed_all,
     load_checkpoint,
     pad_batch,
@@ -305,3 +306,34 @@ def test_training_embeds_mixed_lengths_in_groups_and_keeps_their_order_and_gradi
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
     same = [torch.randn(50, 8) for _ in range(3)]
     torch.testing.assert_close(embed_batch(enc, same), enc(torch.stack(same)), rtol=1e-5, atol=1e-6)
+
+
+def _frames_encoder(seed):
+    return encoder(seed=seed, pooling="frames", segments=64, frame_steps=4, embedding_dim=8, channels=(8, 8, 8, 8, 16))
+
+
+def test_an_ensemble_embeds_with_every_member_and_scores_their_mean_distance(tmp_path):
+    """TDNNEnsemble: the members' frame sequences side by side; Distance(members=2) aligns each member's frames with the
+    same member's and averages the members' soft-DTW distances (rows and matrices alike); the model file keeps it."""
+    a, b = _frames_encoder(0), _frames_encoder(1)
+    ens = TDNNEnsemble.of([a, b]).eval()
+    assert ens.cfg.members == 2 and ens.cfg.member == a.cfg and ens.cfg.output_dim == 2 * a.cfg.output_dim
+    x, lengths = torch.randn(3, 90, 8), torch.tensor([90, 70, 41])
+    e, ea, eb = ens(x, lengths), a(x, lengths), b(x, lengths)
+    torch.testing.assert_close(e, torch.cat([ea, eb], dim=1))
+    one, two = Distance.for_encoder("dtw", 8), Distance.for_encoder("dtw", 8, members=2)
+    torch.testing.assert_close(two.raw(e[:2], e[1:]), (one.raw(ea[:2], ea[1:]) + one.raw(eb[:2], eb[1:])) / 2)
+    torch.testing.assert_close(two.matrix(e, e[:2]), (one.matrix(ea, ea[:2]) + one.matrix(eb, eb[:2])) / 2)
+    assert not torch.allclose(one.matrix(ea, ea[:2]), one.matrix(eb, eb[:2]))  # the members differ: the mean is news
+    _save(tmp_path / "ens.pt", ens)
+    ck = load_checkpoint(tmp_path / "ens.pt")
+    assert isinstance(ck.encoder, TDNNEnsemble) and ck.encoder.cfg == ens.cfg
+    torch.testing.assert_close(embed_all(ck.encoder, [x[0], x[1, :70], x[2, :41]]), e)
+    with pytest.raises(ValueError, match="share one architecture"):
+        TDNNEnsemble.of([a, encoder(pooling="frames", segments=64, frame_steps=4, embedding_dim=16, channels=(8, 8, 8, 8, 16))])
+    with pytest.raises(ConfigError, match="members must be"):
+        TDNNConfig.from_preset("modern", 8, members=0)
+    with pytest.raises(ConfigError, match="'frames' encoders"):
+        TDNNConfig.from_preset("modern", 8, pooling="stats", members=2)
+    with pytest.raises(ValueError, match="distance 'dtw' only"):
+        Distance("cosine", members=2)
