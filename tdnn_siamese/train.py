@@ -539,8 +539,13 @@ def train(
     """Train, writing ``model.pt``, ``metrics.csv``, ``config.json`` and ``train_state.pt`` into ``out``.
 
     Returns the path of ``model.pt``. With ``resume=True`` continues from
-    ``train_state.pt`` (the saved config must equal ``cfg``).
+    ``train_state.pt`` (the saved config must equal ``cfg``). With
+    ``model.members > 1`` trains an ensemble instead (:mod:`tdnn_siamese.ensemble`).
     """
+    if cfg.model.members > 1:
+        from .ensemble import train_ensemble
+
+        return train_ensemble(data, out, cfg, resume=resume, progress=progress)
     out = Path(out)
     state_path, model_path, config_path = out / "train_state.pt", out / "model.pt", out / "config.json"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,74 @@
+"""Training an ensemble (model.members > 1): members trained apart at once, validated together, saved as one model."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from tdnn_siamese.cli import main
+from tdnn_siamese.config import ConfigError
+from tdnn_siamese.ensemble import member_configs
+from tdnn_siamese.model import TDNNEnsemble, load_checkpoint
+from tdnn_siamese.train import RunConfig, apply_sets, prepare, train, validate
+
+from .conftest import SAMPLE, SMALL_TRAIN
+
+SETS = [s for s in SMALL_TRAIN if s != "--set"] + ["train.epochs=2"]
+
+
+def _cfg(*extra):
+    return RunConfig.from_sections(apply_sets({}, SETS + list(extra)))
+
+
+def _same(a, b):
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_members_train_apart_and_the_ensemble_is_validated_and_saved_as_one_model(tmp_path, capfd):
+    """Member 0 is the plain run of the seed (one thread each: the same weights as a one-thread run alone), member 1
+    another; model.pt holds both, validated together; resume retrains nothing; other settings are refused."""
+    cfg = _cfg("model.members=2")
+    assert [c.train.member for c in member_configs(cfg)] == [0, 1] and all(c.model.members == 1 for c in member_configs(cfg))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        plain = train(SAMPLE, tmp_path / "plain", _cfg("model.members=1"))
+        torch.set_num_threads(2)  # two members: one thread each
+        capfd.readouterr()
+        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "ens"), *SMALL_TRAIN, "--epochs", "2",
+                     "--set", "model.members=2"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capfd.readouterr()
+    assert "trained an ensemble of 2" in out.out and "member 1 epoch   2" in out.err
+    ens, members = tmp_path / "ens", [tmp_path / "ens" / "members" / f"m{m}" for m in (0, 1)]
+    _same(load_checkpoint(plain).encoder.state_dict(), load_checkpoint(members[0] / "model.pt").encoder.state_dict())
+    ck = load_checkpoint(ens / "model.pt")
+    assert isinstance(ck.encoder, TDNNEnsemble) and ck.encoder.cfg == cfg.model
+    for tower, m in zip(ck.encoder.towers, members):
+        _same(tower.state_dict(), load_checkpoint(m / "model.pt").encoder.state_dict())
+    assert not torch.equal(ck.encoder.towers[0].proj.weight, ck.encoder.towers[1].proj.weight)
+    val = validate(ck.encoder, prepare(SAMPLE, cfg), cfg)
+    metrics = pd.read_csv(ens / "metrics.csv")
+    assert list(metrics["member"].astype(str)) == ["0", "1", "ensemble"]
+    assert metrics["val_eer_skilled"].iloc[-1] == pytest.approx(val.eer_skilled, abs=1e-6)
+    assert ck.scoring == val.strategy and ck.threshold == pytest.approx(val.threshold)
+    assert [m["kept_epoch"] for m in ck.provenance["members"]] == list(metrics["kept_epoch"].iloc[:2].astype(int))
+    assert json.loads((ens / "config.json").read_text())["model"]["members"] == 2
+    # resume: the finished members are read back, nothing retrained
+    stamps = [(m / "model.pt").stat().st_mtime_ns for m in members]
+    assert main(["train", "--data", str(SAMPLE), "--out", str(ens), "--resume"]) == 0
+    assert [(m / "model.pt").stat().st_mtime_ns for m in members] == stamps
+    _same(load_checkpoint(ens / "model.pt").encoder.state_dict(), ck.encoder.state_dict())
+    with pytest.raises(ConfigError, match="train.rank_scale"):
+        train(SAMPLE, ens, _cfg("model.members=2", "train.rank_scale=5"), resume=True)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(SAMPLE, ens, cfg)
+    # a member that fails is named, with its reason, and the ensemble is not written
+    (members[1] / "train_state.pt").write_bytes(b"not a state")
+    (ens / "model.pt").unlink()
+    with pytest.raises(ConfigError, match=r"member 1 .*cannot read the training state"):
+        train(SAMPLE, ens, cfg, resume=True)
+    assert not (ens / "model.pt").exists()
