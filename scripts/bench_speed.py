@@ -51,7 +51,7 @@ from tdnn_siamese import datasets, formats  # noqa: E402
 from tdnn_siamese.dtw import DTWVerifier  # noqa: E402
 from tdnn_siamese.evaluate import score_protocols  # noqa: E402
 from tdnn_siamese.features import FEATURE_SETS, FeatureConfig, extract_many  # noqa: E402
-from tdnn_siamese.model import PRESET_FEATURES, TDNN, TDNNConfig, embed_all, save_checkpoint  # noqa: E402
+from tdnn_siamese.model import PRESET_FEATURES, TDNNConfig, build_encoder, embed_all, save_checkpoint  # noqa: E402
 from tdnn_siamese.protocols import sk_protocol  # noqa: E402
 from tdnn_siamese.train import RunConfig  # noqa: E402
 from tdnn_siamese.verifier import Verifier  # noqa: E402
@@ -143,7 +143,7 @@ def bench_embed(repeats: int, mm: float, n_single: int) -> dict:
         n_feat = len(FEATURE_SETS[PRESET_FEATURES[preset]])  # modern: rich (12), bromley: bromley (8)
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            enc = TDNN(TDNNConfig.from_preset(preset, n_feat)).eval()
+            enc = build_encoder(TDNNConfig.from_preset(preset, n_feat)).eval()
         batch = list(torch.randn(256, 200, n_feat))
         one = [torch.randn(1, 200, n_feat) for _ in range(n_single)]
         tb = median_time(lambda: embed_all(enc, batch), repeats)  # 256 signatures, as the toolkit embeds them
@@ -201,6 +201,8 @@ def bench_training(data: Path, cfg: RunConfig, quick: bool) -> dict:
         t0 = time.perf_counter()
         prep = tr.prepare(manifest, cfg)
         t_prep = time.perf_counter() - t0
+    cfg = RunConfig(cfg.features, cfg.model.member, cfg.train)  # an epoch of one encoder: an ensemble's members train
+    #   at once, each in a process of its own (tdnn_siamese.ensemble)
     tc = cfg.train
     if quick:
         tc = type(tc).from_dict({**tc.to_dict(), "pairs_per_epoch": 512})
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # a freshly initialised encoder of the default configuration
             with torch.random.fork_rng():
                 torch.manual_seed(0)
-                enc = TDNN(default.model).eval()
+                enc = build_encoder(default.model).eval()
             model = Path(tmp) / "model.pt"
             save_checkpoint(model, enc, default.features, distance=default.train.distance, threshold=0.0, scoring="mean",
                             calibration={}, provenance={"note": "untrained, for timing"})

@@ -36,7 +36,8 @@ from tdnn_siamese.train import PRETRAINED, RunConfig, apply_sets, architecture_d
 
 # on top of the defaults (and --epochs); augment 0, val_strategies [] (validation choosing among every strategy) and
 # keep_initial true (epoch 0 a candidate): how the shipped file was built, before each became the default
-SETTINGS = ["train.init=", "train.patience=4", "train.augment=0", "train.val_strategies=[]", "train.keep_initial=true"]
+SETTINGS = ["train.init=", "train.patience=4", "train.augment=0", "train.val_strategies=[]", "train.keep_initial=true",
+            "model.members=1"]
 
 
 def fingerprint(path: str | Path) -> str:

@@ -54,13 +54,16 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunCon
                    progress: Callable[..., None] | None = None) -> Path:
     """Train the members (at once, one process each), validate them together and write ``out/model.pt``,
     ``out/metrics.csv`` (each member's kept epoch and the ensemble's validation) and ``out/config.json``."""
-    from .train import config_difference, prepare, provenance, validate
+    from .train import config_difference, prepare, provenance, resolve_init, validate
 
     out = Path(out)
     model_path, config_path, members_dir = out / "model.pt", out / "config.json", out / "members"
-    out.mkdir(parents=True, exist_ok=True)
     if not resume and (model_path.exists() or members_dir.exists()):
         raise ConfigError(f"{out} already holds a run (model.pt or members/); pass --resume to continue it or choose another --out")
+    cfgs = member_configs(cfg)
+    if not resume:
+        resolve_init(cfgs[0])  # a missing or unfit initial model: said before anything is written (members resolve it again)
+    out.mkdir(parents=True, exist_ok=True)
     if resume and config_path.exists():
         from .train import RunConfig
 
@@ -73,7 +76,6 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunCon
             raise ConfigError(f"{out}: the saved run has another configuration ({diff}); resume without changing settings")
     atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
     prep = prepare(data, cfg, progress)  # reads and checks the corpus once, before any member starts
-    cfgs = member_configs(cfg)
     dirs = [members_dir / f"m{m}" for m in range(len(cfgs))]
     threads = max(1, torch.get_num_threads() // len(cfgs))
     logger.info("training %d members at once, %d thread(s) each, in %s", len(cfgs), threads, members_dir)

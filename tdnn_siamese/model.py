@@ -79,11 +79,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                     activation="tanh", norm=False, pooling="mean", embedding_dim=0),
     "modern": dict(channels=(64, 64, 64, 64, 128), kernels=(5, 3, 3, 3, 1), strides=(1, 1, 1, 1, 1),
                    dilations=(1, 2, 3, 4, 1), padding="same", activation="relu", norm=True, pooling="frames",
-                   embedding_dim=32, segments=256, frame_steps=4),
+                   embedding_dim=32, segments=256, frame_steps=4, members=2),
 }
 # A preset whose default keeps frames, asked to pool time away instead (``pooling=stats|mean``), takes these
 # unless they are given: the single-vector encoder that was the default before frames (README, "Ablation").
-POOLED_MODEL_DEFAULTS: dict[str, Any] = {"frame_steps": 0, "segments": 8, "embedding_dim": 128}
+POOLED_MODEL_DEFAULTS: dict[str, Any] = {"frame_steps": 0, "segments": 8, "embedding_dim": 128, "members": 1}
 MAX_FRAMES = 512  # the most frames (``segments``) of a rate-based ``frames`` pooling
 PRESET_FEATURES = {"bromley": "bromley", "modern": "rich"}  # the feature set each preset trains on by default
 PRESET_STEPS = {"bromley": 200, "modern": None}  # and its input length: Bromley's 200 steps, or 100 Hz (variable length)
@@ -201,6 +201,8 @@ class TDNN(nn.Module):
 
     def __init__(self, cfg: TDNNConfig):
         super().__init__()
+        if cfg.members != 1:
+            raise ValueError(f"a config of {cfg.members} members describes an ensemble: build_encoder(cfg), or TDNN(cfg.member) for one")
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(cfg.n_features))
         self.register_buffer("feat_std", torch.ones(cfg.n_features))

@@ -645,8 +645,9 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
 
 def architecture_difference(model: dict[str, Any], features: dict[str, Any], cfg: RunConfig) -> tuple[str, Any, Any] | None:
     """The first architecture or feature setting (``"model.x"`` or ``"features.x"``, its value in ``model`` /
-    ``features``, its value in ``cfg``) where a model differs from what ``cfg`` trains; None if it fits."""
-    for what, theirs, ours in (("model", model, cfg.model.to_dict()), ("features", features, cfg.features.to_dict())):
+    ``features``, its value in ``cfg``) where a model differs from what ``cfg`` trains (for an ensemble: what each
+    member trains, as an initial model starts every member); None if it fits."""
+    for what, theirs, ours in (("model", model, cfg.model.member.to_dict()), ("features", features, cfg.features.to_dict())):
         diff = [k for k in ours if theirs.get(k) != ours[k]]
         if diff:
             return f"{what}.{diff[0]}", theirs.get(diff[0]), ours[diff[0]]

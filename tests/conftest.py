@@ -59,7 +59,7 @@ def make_signature(n: int = 50, seed: int = 0, channels: bool = True, **meta) ->
 
 
 SMALL_TRAIN = ["--set", "train.pairs_per_epoch=192", "--set", "train.batch_size=32", "--set", "model.channels=[16,16,16,16,32]",
-               "--set", "model.embedding_dim=16"]
+               "--set", "model.embedding_dim=16", "--set", "model.members=1"]  # one encoder: ensembles in test_ensemble.py
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ def encoder(preset="modern", seed=0, **over) -> TDNN:
     if preset == "modern" and "pooling" not in over:
         over = {"pooling": "stats", "segments": 8, "embedding_dim": 128, **over}
     torch.manual_seed(seed)
-    enc = TDNN(TDNNConfig.from_preset(preset, 8, **over))
+    enc = TDNN(TDNNConfig.from_preset(preset, 8, **over).member)  # one encoder (modern's default is an ensemble of two)
     enc.set_input_stats(torch.randn(8) * 0.1, torch.rand(8) + 0.5)
     return enc.eval()
 
@@ -90,7 +90,7 @@ def test_padding_does_not_change_an_embedding(preset):
 @pytest.mark.parametrize("preset,pooling", [("modern", "stats"), ("modern", "mean"), ("bromley", "mean")])
 def test_segment_pooling_is_padding_free_and_keeps_temporal_order(preset, pooling):
     torch.manual_seed(0)
-    enc = TDNN(TDNNConfig.from_preset(preset, 8, pooling=pooling, segments=4)).eval()
+    enc = TDNN(TDNNConfig.from_preset(preset, 8, pooling=pooling, segments=4).member).eval()
     assert enc.cfg.output_dim == (enc.cfg.embedding_dim or enc.cfg.pooled_dim)
     seqs = [torch.randn(n, 8) for n in (90, 213, 120, 150)]
     alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
@@ -108,7 +108,7 @@ def test_a_strided_same_encoder_has_a_frame_per_frame_steps_x_stride_input_steps
     """``strides`` (2, 1, ...) with "same" padding: the first layer keeps every other step (ceil(L / 2)), so a frame
     of 2 encoder steps covers 4 input steps, as the default frame of 4 does at stride 1; padding changes nothing."""
     torch.manual_seed(0)
-    enc = TDNN(TDNNConfig.from_preset("modern", 8, strides=(2, 1, 1, 1, 1), frame_steps=2)).eval()
+    enc = TDNN(TDNNConfig.from_preset("modern", 8, strides=(2, 1, 1, 1, 1), frame_steps=2).member).eval()
     assert enc.cfg.min_length == 1
     seqs = [torch.randn(n, 8) for n in (90, 213, 41, 150, 1)]
     alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
@@ -155,9 +155,13 @@ def test_gradient_check_on_a_tiny_model():
 
 def test_config_presets_and_strictness():
     assert set(PRESETS) == {"bromley", "modern"}
-    assert TDNNConfig.from_preset("modern", 13).output_dim == 256 * 32 and TDNNConfig.from_preset("bromley", 8).output_dim == 16
+    modern = TDNNConfig.from_preset("modern", 13)  # an ensemble of two encoders of 256 frames of 32 at most
+    assert modern.members == 2 and modern.output_dim == 2 * 256 * 32 and modern.member.output_dim == 256 * 32
+    assert TDNNConfig.from_preset("bromley", 8).output_dim == 16 and TDNNConfig.from_preset("bromley", 8).members == 1
+    with pytest.raises(ValueError, match="describes an ensemble"):
+        TDNN(modern)
     pooled = TDNNConfig.from_preset("modern", 5, pooling="stats")  # pooling time away: the single-vector defaults
-    assert (pooled.frame_steps, pooled.segments, pooled.output_dim) == (0, 8, 128)
+    assert (pooled.frame_steps, pooled.segments, pooled.output_dim, pooled.members) == (0, 8, 128, 1)
     assert TDNNConfig.from_preset("modern", 5, pooling="mean", segments=2).segments == 2  # given values win
     with pytest.raises(ConfigError, match="unknown preset"):
         TDNNConfig.from_preset("resnet", 8)

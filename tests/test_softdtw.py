@@ -94,7 +94,7 @@ def test_dtw_distance_reads_flattened_frames():
 def test_frames_pooling_gives_unit_frames_free_of_padding():
     torch.manual_seed(0)
     cfg = TDNNConfig.from_preset("modern", 8, channels=(16, 16), kernels=(5, 3), strides=(1, 1), dilations=(1, 2),
-                                 pooling="frames", segments=6, embedding_dim=4)
+                                 pooling="frames", segments=6, embedding_dim=4, members=1)
     enc = TDNN(cfg).eval()
     assert cfg.output_dim == 24 and cfg.frame_dim == 4
     seqs = [torch.randn(n, 8) for n in (90, 213, 40)]
@@ -110,7 +110,7 @@ def test_a_model_file_whose_distance_does_not_fit_its_pooling_is_refused(tmp_pat
     from tdnn_siamese.model import CheckpointError, load_checkpoint, save_checkpoint
 
     nf = FeatureConfig().n_features
-    enc = TDNN(TDNNConfig.from_preset("modern", nf, pooling="frames", segments=4, embedding_dim=3))
+    enc = TDNN(TDNNConfig.from_preset("modern", nf, pooling="frames", segments=4, embedding_dim=3).member)
     kw = dict(threshold=0.0, scoring="mean", calibration={}, provenance={})
     save_checkpoint(tmp_path / "ok.pt", enc, FeatureConfig(), distance="dtw", **kw)
     assert load_checkpoint(tmp_path / "ok.pt").encoder.cfg.frame_dim == 3
@@ -157,7 +157,7 @@ def test_padded_pairs_with_their_lengths_equal_the_unpadded_pairs(gamma):
 def test_rate_frames_grow_with_duration_and_dtw_reads_their_number():
     torch.manual_seed(0)
     cfg = TDNNConfig.from_preset("modern", 8, channels=(16, 16), kernels=(5, 3), strides=(1, 1), dilations=(1, 2),
-                                 pooling="frames", segments=20, frame_steps=4, embedding_dim=4)
+                                 pooling="frames", segments=20, frame_steps=4, embedding_dim=4, members=1)
     assert cfg.min_length == 1 and cfg.output_dim == 80
     enc = TDNN(cfg).eval()
     seqs = [torch.randn(n, 8) for n in (3, 41, 200)]  # 1, 11 and 50 -> capped at 20 frames
@@ -183,7 +183,7 @@ def test_frame_steps_needs_the_frames_pooling_and_sane_values():
                 dict(pooling="frames", frame_steps=4, segments=513), dict(pooling="frames", frame_steps=0, segments=65)):
         with pytest.raises(ConfigError):
             TDNNConfig.from_preset("modern", 5, **bad)
-    assert TDNNConfig.from_preset("modern", 5, frame_steps=4, segments=512).output_dim == 512 * 32
+    assert TDNNConfig.from_preset("modern", 5, frame_steps=4, segments=512).member.output_dim == 512 * 32
 
 
 @pytest.mark.parametrize("gamma", [0.1, 1.0])

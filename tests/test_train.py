@@ -37,19 +37,22 @@ def assert_same_weights(a, b):
 
 @pytest.mark.slow
 def test_train_default_settings_on_the_sample(tmp_path, capsys):
-    """The acceptance command: `tdnn-siamese train --data data/sample --out RUN --epochs 2`; same seed, same weights."""
-    for run in ("a", "b"):
-        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "2"]) == 0
-    metrics = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    """The acceptance command: `tdnn-siamese train --data data/sample --out RUN --epochs 2`: by default an ensemble of
+    two members, each with its training curve; the model holds both, validated together (the same seed giving the
+    same weights is tested on one encoder: test_ensemble.py, and the SIGKILL/resume test)."""
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "a"), "--epochs", "2"]) == 0
+    metrics = pd.read_csv(tmp_path / "a" / "members" / "m0" / "metrics.csv")
     assert metrics.columns.tolist() == ["epoch", "train_loss", "val_eer_skilled", "val_eer_random", "strategy", "seconds", "best"]
     assert metrics["epoch"].tolist() == [0, 1, 2]  # epoch 0 validates the initial weights
+    summary = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert summary.columns.tolist() == ["member", "kept_epoch", "epochs_run", "val_eer_skilled", "strategy"]
+    assert list(summary["member"].astype(str)) == ["0", "1", "ensemble"]
     ck = load_checkpoint(tmp_path / "a" / "model.pt")
-    assert ck.provenance["seed"] == 0 and len(ck.provenance["data_fingerprint"]) == 64
+    assert ck.encoder.cfg.members == 2 and ck.provenance["seed"] == 0 and len(ck.provenance["data_fingerprint"]) == 64
     assert ck.provenance["torch_version"] == torch.__version__ and ck.provenance["package_version"]
     assert not set(ck.provenance["train_writers"]) & set(ck.provenance["val_writers"])
     assert set(ck.calibration) == {"mean", "nearest", "wnorm", "mean_offset", "nearest_offset"} and ck.scoring in ck.calibration  # the strategies DTW can score
     assert all(c["genuine"] and c["skilled"] and c["random"] for c in ck.calibration.values())
-    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
     assert "validation EER" in capsys.readouterr().out
 
 
@@ -291,7 +294,8 @@ def test_a_damaged_shipped_file_is_a_clear_error(tmp_path, monkeypatch, capsys):
 def test_train_init_synthetic_starts_from_the_shipped_model(tmp_path):
     """train.init = "synthetic": epoch 0 validates the shipped weights (input statistics included), the model file
     records the shipped file's SHA-256; the default run starts from seeded random weights instead."""
-    still = ["--epochs", "1", "--set", "train.lr=1e-12", "--set", "train.ema=0", "--set", "train.pairs_per_epoch=64"]
+    still = ["--epochs", "1", "--set", "train.lr=1e-12", "--set", "train.ema=0", "--set", "train.pairs_per_epoch=64",
+             "--set", "model.members=1"]  # one encoder (an ensemble's members start from the same file)
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "ft"), "--set", "train.init=synthetic", *still]) == 0
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "rnd"), *still]) == 0
     ft, rnd, shipped = weights(tmp_path / "ft"), weights(tmp_path / "rnd"), load_checkpoint(PRETRAINED).encoder.state_dict()
@@ -324,7 +328,7 @@ def test_validation_chooses_among_the_listed_strategies_and_calibrates_them_all(
     the listed strategies need, validation says so and chooses among the usable ones. Bad lists are refused."""
     from tdnn_siamese.metrics import eer
 
-    base = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]",
+    base = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]", "model.members=1",
                                                    "model.embedding_dim=16", "train.val_k=3", "train.val_draws=2"]))
     prep = train_module.prepare(SAMPLE, base)
     enc = train_module._new_encoder(base.model, 3)
@@ -397,7 +401,7 @@ def test_validation_averages_the_eers_of_several_reference_draws():
     from tdnn_siamese.protocols import sk_protocol, sk_protocols
     from tdnn_siamese.verifier import template_scores
 
-    cfg = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]",
+    cfg = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]", "model.members=1",
                                                   "model.embedding_dim=16", "train.val_k=3"]))  # the sample's
     #   writers have 5 genuine signatures of session 1: draws of 3 among them differ, draws of 5 would not
     prep = train_module.prepare(SAMPLE, cfg)

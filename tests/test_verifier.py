@@ -237,7 +237,7 @@ def test_a_later_feature_field_at_its_old_value_keeps_the_fingerprint():
     from tdnn_siamese.verifier import model_fingerprint
 
     torch.manual_seed(0)
-    enc = TDNN(TDNNConfig.from_preset("modern", 5, channels=(8, 8, 8, 8, 8), embedding_dim=4, segments=16))
+    enc = TDNN(TDNNConfig.from_preset("modern", 5, channels=(8, 8, 8, 8, 8), embedding_dim=4, segments=16).member)
     old = FeatureConfig(feature_set="kinematic", n_steps=None)
 
     def as_before(features: dict) -> str:  # the fingerprint as computed before znorm existed
@@ -304,7 +304,7 @@ def test_a_signature_too_short_for_the_encoder_is_a_feature_error_naming_it():
 
 
 def test_constant_channels_give_finite_embeddings():
-    enc = TDNN(TDNNConfig.from_preset("modern", 8, segments=1)).eval()
+    enc = TDNN(TDNNConfig.from_preset("modern", 8, segments=1).member).eval()
     x = torch.full((3, 50, 8), 37.0)
     assert torch.isfinite(enc(x)).all()
 
