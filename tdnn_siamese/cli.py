@@ -283,8 +283,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for path, truth in ((gen[5], "genuine"), (forg[0], "skilled forgery" if len(rows[rows.label == "skilled"]) else "another writer")):
         d = verifier.verify(template, read_signature(path))
         print(f"{path}  {'genuine' if d.accepted else 'forgery'}  {d.score:.6f}  {d.threshold:.6f}   (truth: {truth})")
+    curve = ("the trained model and its training curve" if run_cfg.model.members == 1 else
+             "the trained ensemble, its members' kept epochs (curves: run/members/m*/metrics.csv)")
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Outputs in {out}/:\n"
-          f"  run/model.pt, run/metrics.csv       the trained model and its training curve\n"
+          f"  run/model.pt, run/metrics.csv       {curve}\n"
           f"  report/report.md, report/report.json, report/scores.csv\n"
           f"  report/far_frr.png, report/det.png  FAR/FRR against threshold, DET curves\n"
           f"  templates.db                        the template store (tdnn-siamese store list --store {store_path})")

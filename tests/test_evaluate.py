@@ -230,8 +230,10 @@ def test_demo_runs_the_whole_job(tmp_path, capsys):
         assert step in out
     lines = [line for line in out.splitlines() if "(truth:" in line]
     assert len(lines) == 2 and all(line.split("  ")[1] in ("genuine", "forgery") for line in lines)
-    for f in ("run/model.pt", "report/report.md", "report/far_frr.png", "report/det.png", "report/scores.csv", "templates.db"):
+    for f in ("run/model.pt", "report/report.md", "report/far_frr.png", "report/det.png", "report/scores.csv", "templates.db",
+              "run/members/m0/metrics.csv", "run/members/m1/model.pt"):  # the defaults: an ensemble of two
         assert (tmp_path / "demo" / f).is_file(), f
+    assert "its members' kept epochs" in out
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2  # never overwritten
 
 
