@@ -595,9 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a Siamese TDNN. Settings come from --config (TOML or JSON with sections "
                        "[features], [model], [train]), then the shortcut flags, then --set, later wins. Training starts from "
                        "random weights; --set train.init=synthetic starts from the model pre-trained on synthetic writers "
-                       "that ships in data/pretrained/ (default architecture and features only).")
+                       "that ships in data/pretrained/ (default architecture and features only). The default model is an "
+                       "ensemble of two encoders (model.members=2): both train at once, each a run of its own under "
+                       "OUT/members/, then are validated together into OUT/model.pt; --set model.members=1 trains one.")
     p.add_argument("--data", required=True, help="corpus: SVC2004 folder, folder with manifest.csv, or the manifest")
-    p.add_argument("--out", required=True, help="run folder (model.pt, metrics.csv, config.json, train_state.pt)")
+    p.add_argument("--out", required=True, help="run folder (model.pt, metrics.csv, config.json; train_state.pt, or members/ "
+                   "for an ensemble)")
     _add_training_args(p, "seed of the writer split, initial weights and pairs (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its saved settings")
     p.set_defaults(func=cmd_train)
