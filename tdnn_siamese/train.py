@@ -67,7 +67,7 @@ from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
 from .losses import PairLoss
 from .metrics import eer
-from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, Checkpoint, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
+from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, TDNNEnsemble, Checkpoint, CheckpointError, TDNNConfig, embed_all, embed_batch, load_checkpoint, pad_batch, save_checkpoint
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import DRAW_POOLS, Protocol, fitting_k, sk_protocols
 from .signature import Signature
@@ -395,7 +395,7 @@ def draw_scores(emb: torch.Tensor, protos: list[Protocol], dist: Distance,
     return scores
 
 
-def validate(encoder: TDNN, prep: Prepared, cfg: RunConfig, warn: bool = True) -> Validation:
+def validate(encoder: TDNN | TDNNEnsemble, prep: Prepared, cfg: RunConfig, warn: bool = True) -> Validation:
     """S_k protocol on the validation writers, scored with every strategy of :mod:`tdnn_siamese.verifier`.
 
     With ``val_draws = 1`` the references are each writer's first k genuine
