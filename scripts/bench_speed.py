@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                 enc = build_encoder(default.model).eval()
             model = Path(tmp) / "model.pt"
             save_checkpoint(model, enc, default.features, distance=default.train.distance, threshold=0.0, scoring="mean",
-                            calibration={}, provenance={"note": "untrained, for timing"})
+                            calibration={}, provenance={"note": "untrained, for timing"},
+                            offset_weight=default.train.offset_weight)
         tdnn = Verifier.from_checkpoint(model)
         rows = np.flatnonzero(table.writer.isin(datasets.writers(table)[:10])) if args.quick else np.arange(len(table))
         proto_table = table.iloc[rows].reset_index(drop=True)  # quick: S05 on 10 writers

@@ -81,7 +81,7 @@ def fold_validation(runs: list[Path]) -> dict:
     for run in runs:
         ck = load_checkpoint(run / "model.pt")
         emb = embed_all(ck.encoder, [prep.seqs[i] for i in prep.val_rows])
-        per_member.append([d[ck.scoring] for d in draw_scores(emb, protos, dist, [ck.scoring])])
+        per_member.append([d[ck.scoring] for d in draw_scores(emb, protos, dist, [ck.scoring], ck.offset_weight)])
         strategies.append(ck.scoring)
 
     def mean_eer(draws: list[dict[str, list[float]]]) -> float:

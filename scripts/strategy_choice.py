@@ -76,7 +76,7 @@ def model_figures(run: Path) -> dict:
     by_writer = {}  # writer -> [draw][strategy][kind] -> scores, computed once
     for w in writers:
         sub = [Protocol(p.k, {w: p.references[w]}, p.trials[p.trials.writer == w].reset_index(drop=True), p.draw) for p in protos]
-        by_writer[w] = draw_scores(emb, sub, dist, strategies)
+        by_writer[w] = draw_scores(emb, sub, dist, strategies, ck.offset_weight)
         if not by_writer[w][0][strategies[0]]["skilled"]:
             raise ValueError(f"{run}: validation writer {w} has no skilled forgeries")
 

@@ -54,7 +54,7 @@ def fold_figures(run: Path, draws: int, group: int) -> dict:
 
     def skilled_eers(protos: list[Protocol]) -> np.ndarray:  # training's own validation scoring, one strategy
         out = []
-        for d in draw_scores(emb, protos, dist, [ck.scoring]):
+        for d in draw_scores(emb, protos, dist, [ck.scoring], ck.offset_weight):
             if not d[ck.scoring]["skilled"]:
                 raise ValueError(f"{run}: the validation writers have no skilled forgeries")
             out.append(eer(d[ck.scoring]["genuine"], d[ck.scoring]["skilled"])[0])

@@ -96,7 +96,7 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunCon
     info["members"] = [{"folder": str(d), **{k: r[k] for k in ("kept_epoch", "epochs_run", "val_eer_skilled", "strategy")}}
                        for d, r in zip(dirs, rows)]
     save_checkpoint(model_path, ensemble, cfg.features, distance=cfg.train.distance, threshold=val.threshold, scoring=val.strategy,
-                    calibration=val.scores, provenance=info)
+                    calibration=val.scores, provenance=info, offset_weight=cfg.train.offset_weight)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .distances import Distance
-from .verifier import MIN_REFERENCES, SPREAD_STRATEGIES, distinct_pairs, matrix_scores, spread_of, template_scores
+from .verifier import MIN_REFERENCES, OFFSET_WEIGHT, SPREAD_STRATEGIES, distinct_pairs, matrix_scores, spread_of, template_scores
 
 
 EPISODE_POOLS = ("all", "session")  # where an episode's references come from: any genuine, or one session
@@ -124,26 +124,26 @@ class EpisodeSampler:
 
 
 def template_ranking_loss(embeddings: torch.Tensor, episodes: list[Episode], distance: Distance, strategy: str,
-                          scale: float, global_weight: float = 0.0) -> torch.Tensor:
+                          scale: float, global_weight: float = 0.0, offset_weight: float = OFFSET_WEIGHT) -> torch.Tensor:
     """Mean over episodes of the softplus ranking loss of impostor against genuine template scores.
 
     ``embeddings`` holds the episodes' rows in order (``Episode.rows`` of each,
     concatenated), so episode ``e`` occupies the next ``len(e.rows)`` rows.
     With ``global_weight > 0`` the same ranking loss over all the step's
     genuine and impostor scores, across writers (the global EER's ordering),
-    is added with that weight.
+    is added with that weight. ``offset_weight``: the offset strategies' share of the spread.
     """
     if strategy not in MIN_REFERENCES:
         raise ValueError(f"unknown scoring strategy {strategy!r}")
     sizes = [(len(ep.references), len(ep.genuine), len(ep.impostors)) for ep in episodes]
     if sum(map(sum, sizes)) != len(embeddings):
         raise ValueError(f"{len(embeddings)} embeddings for episodes of {sum(map(sum, sizes))} rows")
-    scores = _dtw_scores(embeddings, sizes, distance, strategy) if distance.kind == "dtw" else None
+    scores = _dtw_scores(embeddings, sizes, distance, strategy, offset_weight) if distance.kind == "dtw" else None
     losses, start, gs, fs = [], 0, [], []
     for i, (k, ng, ni) in enumerate(sizes):
         e = embeddings[start : start + k + ng + ni]
         start += k + ng + ni
-        s = scores[i] if scores is not None else template_scores(e[:k], e[k:], distance, strategy)
+        s = scores[i] if scores is not None else template_scores(e[:k], e[k:], distance, strategy, offset_weight=offset_weight)
         g, f = s[:ng], s[ng:]
         losses.append(F.softplus(scale * (f[None, :] - g[:, None])).mean())
         gs.append(g), fs.append(f)
@@ -154,7 +154,8 @@ def template_ranking_loss(embeddings: torch.Tensor, episodes: list[Episode], dis
     return loss
 
 
-def _dtw_scores(embeddings: torch.Tensor, sizes: list[tuple[int, int, int]], distance: Distance, strategy: str) -> list[torch.Tensor]:
+def _dtw_scores(embeddings: torch.Tensor, sizes: list[tuple[int, int, int]], distance: Distance, strategy: str,
+                offset_weight: float = OFFSET_WEIGHT) -> list[torch.Tensor]:
     """Every episode's query scores, as ``template_scores`` gives them, from one batched soft-DTW call.
 
     DTW costs a loop over anti-diagonals per call; one call for all the
@@ -179,5 +180,5 @@ def _dtw_scores(embeddings: torch.Tensor, sizes: list[tuple[int, int, int]], dis
         if strategy in SPREAD_STRATEGIES:
             spread = spread_of(raw[at : at + k * (k - 1) // 2], distance)
             at += k * (k - 1) // 2
-        out.append(matrix_scores(cross, spread, distance, strategy))
+        out.append(matrix_scores(cross, spread, distance, strategy, offset_weight))
     return out

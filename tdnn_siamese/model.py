@@ -72,7 +72,9 @@ from .features import FeatureConfig
 from .formats import InputError
 
 FORMAT = "tdnn-siamese"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the offset strategies' weight is stored; 2: several strategies' calibration; 1: "mean" only
+READABLE_VERSIONS = (1, 2, 3)
+LEGACY_OFFSET_WEIGHT = 0.25  # the offset weight of files before version 3 (fixed then; their calibration scores used it)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "bromley": dict(channels=(12, 16), kernels=(11, 10), strides=(3, 3), dilations=(1, 1), padding="valid",
@@ -364,6 +366,7 @@ class Checkpoint:
     calibration: dict[str, dict[str, list[float]]]
     provenance: dict[str, Any]
     path: str
+    offset_weight: float = LEGACY_OFFSET_WEIGHT  # the share of the references' spread the offset strategies add (verifier)
 
 
 CALIBRATION_MAX = 5000  # validation scores a model file keeps per strategy and kind (see save_checkpoint)
@@ -389,8 +392,10 @@ def save_checkpoint(
     scoring: str,
     calibration: dict[str, dict[str, list[float]]],
     provenance: dict[str, Any],
+    offset_weight: float,
 ) -> None:
-    """Write a self-contained model file atomically (temp file + rename)."""
+    """Write a self-contained model file atomically (temp file + rename). ``offset_weight``: the share of the
+    references' spread the offset strategies added in the calibration scores (verifier), so scoring adds the same."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -402,6 +407,7 @@ def save_checkpoint(
         "scoring": scoring,
         "calibration": {s: {k: _kept_scores(v) for k, v in c.items()} for s, c in calibration.items()},
         "provenance": json.loads(json.dumps(provenance, default=str)),  # plain types only: weights_only loading
+        "offset_weight": float(offset_weight),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -420,8 +426,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(path, "not a tdnn-siamese model file (no 'format: tdnn-siamese' marker)")
     version = payload.get("format_version")
-    if version not in (1, FORMAT_VERSION):
-        raise CheckpointError(path, f"model file format version {version!r}; this version reads 1 and {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(path, f"model file format version {version!r}; this version reads {', '.join(map(str, READABLE_VERSIONS))}")
     try:
         cfg = TDNNConfig.from_dict(payload["model_config"])
         fcfg = FeatureConfig.from_dict(payload["feature_config"])
@@ -436,9 +442,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             calibration=_calibration(payload["calibration"], version),
             provenance=dict(payload["provenance"]),
             path=str(path),
+            offset_weight=float(payload["offset_weight"]) if version >= 3 else LEGACY_OFFSET_WEIGHT,
         )
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise CheckpointError(path, f"damaged model file: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+    if not (np.isfinite(ckpt.offset_weight) and ckpt.offset_weight >= 0):
+        raise CheckpointError(path, f"offset weight {ckpt.offset_weight!r} is not a finite number >= 0")
     if fcfg.n_features != cfg.n_features:
         raise CheckpointError(path, f"feature set has {fcfg.n_features} channels but the model expects {cfg.n_features}")
     if ckpt.distance not in DISTANCES or (ckpt.distance == "dtw") != (cfg.pooling == "frames"):

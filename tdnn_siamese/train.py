@@ -42,6 +42,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -71,7 +72,7 @@ from .model import PRESET_FEATURES, PRESET_STEPS, PRESET_ZNORM, TDNN, TDNNEnsemb
 from .pairs import BROMLEY_MIX, PairSampler
 from .protocols import DRAW_POOLS, Protocol, fitting_k, sk_protocols
 from .signature import Signature
-from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, SPREAD_STRATEGIES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
+from .verifier import MATRIX_STRATEGIES, MIN_REFERENCES, OFFSET_WEIGHT, SPREAD_STRATEGIES, STRATEGIES, matrix_scores, reference_spread, template_scores, usable_strategies
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class TrainConfig(StrictConfig):
     #   protocol's references), "all" = every genuine signature (runs before commit e6693d3)
     val_strategies: tuple[str, ...] = ("mean_offset", "nearest_offset")  # the scoring strategies validation chooses
     #   among (its choice is the model's default); (): every strategy the distance can use (runs before this setting)
+    offset_weight: float = OFFSET_WEIGHT  # the share of the references' spread that mean_offset and nearest_offset add
+    #   (verifier), in validation, in episodes scored by them and in the model file (which scores with it ever after)
     patience: int = 10
     ema: float = 0.995  # > 0: validate and keep an exponential moving average of the weights (decay per step)
     dropout: float = 0.0  # share of the encoder's hidden activations zeroed at random in training (not stored in models)
@@ -191,6 +194,8 @@ class TrainConfig(StrictConfig):
                               "[] = every usable one)")
         if self.member < 0:
             raise ConfigError(f"member must be >= 0, got {self.member}")
+        if not (math.isfinite(self.offset_weight) and self.offset_weight >= 0):
+            raise ConfigError(f"offset_weight must be a finite number >= 0, got {self.offset_weight}")
         if not isinstance(self.init, str):
             raise ConfigError(f"init is the path of a model file (or empty), got {self.init!r}")
 
@@ -371,11 +376,12 @@ def dprime(genuine: list[float], impostor: list[float]) -> float:
     return float((g.mean() - i.mean()) / max(np.sqrt((g.var() + i.var()) / 2), 1e-12))
 
 
-def draw_scores(emb: torch.Tensor, protos: list[Protocol], dist: Distance,
-                strategies: list[str]) -> list[dict[str, dict[str, list[float]]]]:
+def draw_scores(emb: torch.Tensor, protos: list[Protocol], dist: Distance, strategies: list[str],
+                offset_weight: float = OFFSET_WEIGHT) -> list[dict[str, dict[str, list[float]]]]:
     """Scores of every trial of each protocol (one per reference draw, all of the same writers),
     ``[draw][strategy][kind]``, from the embeddings ``emb`` of the protocols' table rows. Every query-reference
-    comparison is computed once per writer for all draws, for the strategies that read comparisons only."""
+    comparison is computed once per writer for all draws, for the strategies that read comparisons only.
+    ``offset_weight``: the offset strategies' share of the spread (``TrainConfig.offset_weight``)."""
     scores = [{s: {kind: [] for kind in ("genuine", "skilled", "random")} for s in strategies} for _ in protos]
     for w in protos[0].references:
         trials = [p.trials[p.trials.writer == w] for p in protos]
@@ -388,7 +394,7 @@ def draw_scores(emb: torch.Tensor, protos: list[Protocol], dist: Distance,
             cross = cross_all[[at_row[q] for q in t["query"]]][:, [at_col[r] for r in refs]]
             spread = reference_spread(emb[refs], dist) if set(strategies) & set(SPREAD_STRATEGIES) else None
             for strategy in strategies:
-                v = (matrix_scores(cross, spread, dist, strategy) if strategy in MATRIX_STRATEGIES
+                v = (matrix_scores(cross, spread, dist, strategy, offset_weight) if strategy in MATRIX_STRATEGIES
                      else template_scores(emb[refs], emb[t["query"].tolist()], dist, strategy))
                 for kind, x in zip(t["kind"], v.tolist()):
                     sc[strategy][kind].append(x)
@@ -427,7 +433,7 @@ def validate(encoder: TDNN | TDNNEnsemble, prep: Prepared, cfg: RunConfig, warn:
                        k, cfg.train.val_k, ", ".join(s for s in listed if s not in candidates), ", ".join(candidates or usable))
     candidates = candidates or usable
     kinds = ("genuine", "skilled", "random")
-    scores = draw_scores(emb, protos, dist, usable)
+    scores = draw_scores(emb, protos, dist, usable, cfg.train.offset_weight)
     if not scores[0]["mean"]["genuine"]:
         raise ConfigError("validation writers have no genuine trials; they need more than val_k genuine signatures")
     pooled_all = {s: {kind: [v for d in scores for v in d[s][kind]] for kind in kinds} for s in usable}  # over draws
@@ -637,7 +643,8 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
         if tc.loss == "template":
             return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring], n_genuine_queries=tc.episode_genuine,
                                    n_skilled=tc.episode_skilled, n_random=tc.episode_random, pool=tc.episode_pool),
-                    partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight))
+                    partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight,
+                            offset_weight=tc.offset_weight))
         return PairSampler(train_table, tuple(tc.mix)), PairLoss(tc.loss, dist, margin=tc.margin)
     except ValueError as e:
         raise ConfigError(f"{data}: {e}") from None
@@ -788,7 +795,8 @@ def _finish_epoch(out: Path, encoder: TDNN, averaged: TDNN | None, opt: torch.op
         best_encoder = _new_encoder(cfg.model, 0)
         best_encoder.load_state_dict(best["state"])
         save_checkpoint(out / "model.pt", best_encoder, cfg.features, distance=cfg.train.distance, threshold=best["threshold"],
-                        scoring=best["strategy"], calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"], init_sha256))
+                        scoring=best["strategy"], calibration=best["scores"], provenance=provenance(prep, cfg, data, epoch, best["epoch"], init_sha256),
+                        offset_weight=cfg.train.offset_weight)
     _write_metrics(out / "metrics.csv", rows)
     _save_bytes(out / "train_state.pt", {
         "format": STATE_FORMAT, "config": json.dumps(cfg.to_dict(), sort_keys=True), "fingerprint": prep.fingerprint,

@@ -28,7 +28,8 @@ Scoring strategies (``STRATEGIES``), over the similarity ``s = to_score(distance
   references themselves, negated (1 = as far as the references are from
   each other; 0 = identical).
 - ``mean_offset``, ``nearest_offset``: ``mean`` or ``nearest`` plus a
-  quarter (``OFFSET_WEIGHT``) of the mean distance among the references
+  share (the model's ``offset_weight``, ``train.offset_weight``; default
+  ``OFFSET_WEIGHT``) of the mean distance among the references
   (the *spread*, what ``wnorm`` divides by). A writer whose references
   vary a lot sees their genuine queries at larger distances too; the
   offset moves each writer's scores towards a common scale, so one
@@ -71,7 +72,7 @@ MIN_REFERENCES = {"mean": 1, "nearest": 1, "centroid": 1, "gaussian": 2, "wnorm"
 MATRIX_STRATEGIES = ("mean", "nearest", "wnorm", "mean_offset", "nearest_offset")  # read only the comparisons of queries
 #   with references (and among them)
 SPREAD_STRATEGIES = ("wnorm", "mean_offset", "nearest_offset")  # need the references' spread (reference_spread)
-OFFSET_WEIGHT = 0.25  # the offsets add this share of the spread (chosen on validation writers: README, "Ablation")
+OFFSET_WEIGHT = 0.25  # the offsets add this share of the spread by default (chosen on validation writers: README, "Ablation")
 POSITIONAL = ("centroid", "gaussian")  # average embeddings value by value: meaningless for frame sequences compared by DTW
 
 
@@ -89,8 +90,9 @@ class VerifierError(ValueError):
 
 
 def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distance, strategy: str = "mean",
-                    spread: torch.Tensor | None = None) -> torch.Tensor:
+                    spread: torch.Tensor | None = None, offset_weight: float = OFFSET_WEIGHT) -> torch.Tensor:
     """Scores (Q,) of queries (Q, D) against one writer's references (K, D); higher = more genuine.
+    ``offset_weight``: the share of the references' spread the offset strategies add.
 
     >>> refs = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> template_scores(refs, torch.tensor([[1.0, 0.0]]), Distance("cosine"), "nearest").tolist()
@@ -112,7 +114,8 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     if strategy in MATRIX_STRATEGIES:
         if strategy in SPREAD_STRATEGIES and spread is None:
             spread = reference_spread(refs, distance)
-        return matrix_scores(distance.matrix(queries, refs), spread if strategy in SPREAD_STRATEGIES else None, distance, strategy)
+        return matrix_scores(distance.matrix(queries, refs), spread if strategy in SPREAD_STRATEGIES else None, distance, strategy,
+                             offset_weight)
     if strategy == "centroid":
         c = (F.normalize(refs, dim=-1) if distance.kind == "cosine" else refs).mean(dim=0, keepdim=True)  # (1, D)
         return to_score(distance.matrix(queries, c), distance)[:, 0]
@@ -123,11 +126,13 @@ def template_scores(refs: torch.Tensor, queries: torch.Tensor, distance: Distanc
     return -0.5 * (((q - mu) ** 2) / var + torch.log(2 * torch.pi * var)).mean(dim=1)
 
 
-def matrix_scores(cross: torch.Tensor, spread: torch.Tensor | None, distance: Distance, strategy: str) -> torch.Tensor:
+def matrix_scores(cross: torch.Tensor, spread: torch.Tensor | None, distance: Distance, strategy: str,
+                  offset_weight: float = OFFSET_WEIGHT) -> torch.Tensor:
     """Scores (Q,) of the strategies that read only comparisons (``MATRIX_STRATEGIES``).
 
     ``cross``: native values (Q, K) of queries against references;
-    ``spread``: the references' :func:`reference_spread` (``SPREAD_STRATEGIES`` only).
+    ``spread``: the references' :func:`reference_spread` (``SPREAD_STRATEGIES`` only);
+    ``offset_weight``: the share of the spread ``mean_offset`` and ``nearest_offset`` add.
     """
     if strategy in ("mean", "nearest"):
         s = to_score(cross, distance)  # (Q, K)
@@ -135,7 +140,7 @@ def matrix_scores(cross: torch.Tensor, spread: torch.Tensor | None, distance: Di
     if strategy not in SPREAD_STRATEGIES or spread is None:
         raise VerifierError(f"strategy {strategy!r} is not scored from comparisons alone")
     if strategy != "wnorm":  # mean_offset, nearest_offset: a per-writer shift by a share of the spread
-        return matrix_scores(cross, None, distance, strategy.removesuffix("_offset")) + OFFSET_WEIGHT * spread
+        return matrix_scores(cross, None, distance, strategy.removesuffix("_offset")) + offset_weight * spread
     # wnorm: distances (>= 0, smaller = closer) relative to the spread among the references
     return -distance.as_rho(cross).mean(dim=1) / spread.clamp_min(_EPS)
 
@@ -277,10 +282,14 @@ class Verifier(Method):
     calibration
         ``{strategy: {"genuine": [...], "skilled": [...], "random": [...]}}``,
         validation scores used to set thresholds.
+    offset_weight
+        The share of the references' spread the offset strategies add: the
+        one the calibration scores were computed with (stored in the model).
     """
 
     def __init__(self, encoder: TDNN, feature_config: FeatureConfig, distance: str, strategy: str,
-                 calibration: dict[str, dict[str, list[float]]], source: str = "", provenance: dict | None = None):
+                 calibration: dict[str, dict[str, list[float]]], source: str = "", provenance: dict | None = None,
+                 offset_weight: float = OFFSET_WEIGHT):
         if strategy not in STRATEGIES:
             raise VerifierError(f"unknown scoring strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
         if strategy not in usable_strategies(distance):
@@ -291,6 +300,7 @@ class Verifier(Method):
         self.distance = Distance.for_encoder(distance, encoder.cfg.frame_dim, encoder.cfg.members)
         self.strategy = strategy
         self.calibration = calibration
+        self.offset_weight = float(offset_weight)
         self.source = source
         self.provenance = provenance or {}
         self.fingerprint = model_fingerprint(encoder, feature_config, distance)
@@ -300,7 +310,7 @@ class Verifier(Method):
         """Load a model file; ``strategy`` defaults to the one the model chose on validation."""
         ck = load_checkpoint(path)
         return cls(ck.encoder, ck.feature_config, ck.distance, strategy or ck.scoring, ck.calibration, source=str(path),
-                   provenance=ck.provenance)
+                   provenance=ck.provenance, offset_weight=ck.offset_weight)
 
     # ---- thresholds
 
@@ -404,5 +414,5 @@ class Verifier(Method):
         with torch.no_grad():
             spread = None if template.spread is None else torch.tensor(template.spread, dtype=torch.float32)
             s = template_scores(torch.from_numpy(template.embeddings), torch.as_tensor(reps, dtype=torch.float32),
-                                self.distance, self.strategy, spread)
+                                self.distance, self.strategy, spread, self.offset_weight)
         return s.numpy().astype(np.float64)

@@ -176,7 +176,7 @@ def test_config_presets_and_strictness():
 def _save(path, enc=None, **over):
     enc = enc or encoder()
     kw = dict(distance="dtw" if enc.cfg.pooling == "frames" else "cosine", threshold=0.25, scoring="mean", calibration={"mean": {"genuine": [0.9], "skilled": [0.1]}},
-              provenance={"seed": 0, "data_fingerprint": "abc"})
+              provenance={"seed": 0, "data_fingerprint": "abc"}, offset_weight=0.5)
     save_checkpoint(path, enc, FeatureConfig(n_steps=None), **{**kw, **over})
     return enc
 
@@ -231,6 +231,32 @@ def test_version_1_files_are_read_as_the_mean_strategy(tmp_path):
     ck = load_checkpoint(tmp_path / "v1.pt")
     assert ck.calibration == {"mean": {"genuine": [0.9], "skilled": [0.1]}} and ck.scoring == "mean"
     torch.testing.assert_close(ck.encoder.state_dict()["convs.0.weight"], enc.state_dict()["convs.0.weight"])
+
+
+def test_the_offset_weight_travels_with_the_model_and_older_files_keep_a_quarter(tmp_path):
+    """The offsets' share of the spread is stored (format 3): the verifier scores with the weight the model's
+    calibration scores were computed with. Files before version 3 used a fixed quarter; a damaged weight is refused."""
+    from tdnn_siamese.model import LEGACY_OFFSET_WEIGHT
+    from tdnn_siamese.verifier import Verifier
+
+    _save(tmp_path / "model.pt", offset_weight=0.75)
+    assert load_checkpoint(tmp_path / "model.pt").offset_weight == 0.75
+    assert Verifier.from_checkpoint(tmp_path / "model.pt").offset_weight == 0.75
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert payload["format_version"] == 3
+    for version in (1, 2):
+        older = {k: v for k, v in payload.items() if k != "offset_weight"}
+        older.update(format_version=version, calibration={"mean": {"genuine": [0.9], "skilled": [0.1]}} if version == 2 else
+                     {"genuine": [0.9], "skilled": [0.1]})
+        torch.save(older, tmp_path / f"v{version}.pt")
+        assert load_checkpoint(tmp_path / f"v{version}.pt").offset_weight == LEGACY_OFFSET_WEIGHT == 0.25
+    for bad in (float("nan"), -0.5, float("inf")):
+        torch.save({**payload, "offset_weight": bad}, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match="offset weight"):
+            load_checkpoint(tmp_path / "bad.pt")
+    torch.save({k: v for k, v in payload.items() if k != "offset_weight"}, tmp_path / "lost.pt")
+    with pytest.raises(CheckpointError, match="damaged model file.*offset_weight"):
+        load_checkpoint(tmp_path / "lost.pt")
 
 
 def test_bad_model_files_give_clear_errors(tmp_path):

@@ -111,7 +111,7 @@ def test_a_model_file_whose_distance_does_not_fit_its_pooling_is_refused(tmp_pat
 
     nf = FeatureConfig().n_features
     enc = TDNN(TDNNConfig.from_preset("modern", nf, pooling="frames", segments=4, embedding_dim=3).member)
-    kw = dict(threshold=0.0, scoring="mean", calibration={}, provenance={})
+    kw = dict(threshold=0.0, scoring="mean", calibration={}, provenance={}, offset_weight=0.25)
     save_checkpoint(tmp_path / "ok.pt", enc, FeatureConfig(), distance="dtw", **kw)
     assert load_checkpoint(tmp_path / "ok.pt").encoder.cfg.frame_dim == 3
     for name, e, dist in (("a.pt", enc, "cosine"), ("b.pt", TDNN(TDNNConfig.from_preset("modern", nf, pooling="stats")), "dtw")):

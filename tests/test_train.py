@@ -111,6 +111,32 @@ def test_member_reseeds_training_but_not_the_split_or_the_validation_draws(tmp_p
         RunConfig.from_sections(apply_sets({}, ["train.member=-1"]))
 
 
+def test_the_offset_weight_sets_validations_offsets_and_is_stored_in_the_model(tmp_path):
+    """train.offset_weight is the share of the references' spread the offset strategies add in validation (so in
+    the model's calibration scores), and the model file keeps it for the verifier to score with."""
+    cfg = RunConfig.from_sections(apply_sets({}, ["train.val_fraction=0.4", "model.channels=[16,16,16,16,32]", "model.members=1",
+                                                  "model.embedding_dim=16", "train.val_k=3", "train.val_draws=2"]))
+    prep = train_module.prepare(SAMPLE, cfg)
+    enc = train_module._new_encoder(cfg.model, 3)
+    enc.set_input_stats(*train_module.input_stats([prep.seqs[i] for i in prep.train_rows]))
+    shift = {}
+    for w in (0.25, 0.5):
+        val = train_module.validate(enc, prep, RunConfig(cfg.features, cfg.model, cfg.train.replace(offset_weight=w)))
+        for base in ("mean", "nearest"):
+            shift[w, base] = np.concatenate([np.subtract(val.scores[f"{base}_offset"][k], val.scores[base][k]) for k in ("genuine", "skilled")])
+    for base in ("mean", "nearest"):
+        assert shift[0.25, base].min() >= 0 and np.ptp(shift[0.25, base]) > 0  # a per-writer shift, writers differ
+        np.testing.assert_allclose(shift[0.5, base], 2 * shift[0.25, base], rtol=1e-4, atol=1e-7)  # float32 scores
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1", *SMALL_TRAIN,
+                 "--set", "train.offset_weight=0.5"]) == 0
+    assert load_checkpoint(tmp_path / "r" / "model.pt").offset_weight == 0.5
+    with pytest.raises(ConfigError, match="offset_weight must be a finite number >= 0"):
+        RunConfig.from_sections(apply_sets({}, ["train.offset_weight=-0.1"]))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="offset_weight must be a finite number >= 0"):
+            cfg.train.replace(offset_weight=bad)
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
     epochs = 8

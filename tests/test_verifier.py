@@ -12,7 +12,7 @@ from tdnn_siamese.distances import Distance
 from tdnn_siamese.metrics import eer, threshold_at_far
 from tdnn_siamese.model import TDNN, TDNNConfig
 from tdnn_siamese.features import FeatureConfig
-from tdnn_siamese.verifier import STRATEGIES, Decision, Verifier, VerifierError, reference_spread, template_scores
+from tdnn_siamese.verifier import OFFSET_WEIGHT, STRATEGIES, Decision, Verifier, VerifierError, reference_spread, template_scores
 
 from .conftest import SAMPLE
 
@@ -94,9 +94,12 @@ def test_reference_spread_reads_each_distinct_pair_once(kind, k, monkeypatch):
     assert float(got) > 0 and float(got) == pytest.approx(float(want), rel=1e-9)
     wn = template_scores(refs, queries, d, "wnorm")
     np.testing.assert_allclose(wn.numpy(), (-d.as_rho(d.matrix(queries, refs)).mean(1) / want).numpy(), rtol=1e-9)
-    for base in ("mean", "nearest"):  # the offsets shift the base scores by a quarter of the same spread
+    for base in ("mean", "nearest"):  # the offsets shift the base scores by a share of the same spread
         shifted = template_scores(refs, queries, d, f"{base}_offset") - template_scores(refs, queries, d, base)
-        np.testing.assert_allclose(shifted.numpy(), np.full(3, 0.25 * float(want)), rtol=1e-9)
+        np.testing.assert_allclose(shifted.numpy(), np.full(3, OFFSET_WEIGHT * float(want)), rtol=1e-9)
+        for w in (0.0, 0.5, 1.5):
+            shifted = template_scores(refs, queries, d, f"{base}_offset", offset_weight=w) - template_scores(refs, queries, d, base)
+            np.testing.assert_allclose(shifted.numpy(), np.full(3, w * float(want)), rtol=1e-9, atol=1e-12)
 
 
 def test_offsets_move_whole_writers_and_keep_each_writers_order():
@@ -217,6 +220,22 @@ def test_a_template_carries_its_spread_so_queries_do_not_recompute_it(strategy, 
     got = v.score_reps(t, queries)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert calls == ([] if t.spread is not None else [5])
+
+
+def test_a_verifier_scores_the_offsets_with_its_models_weight():
+    """A model's offset weight (stored in its file) is the one its queries are scored with: the scores of two
+    weights differ by the difference of weights times the template's spread, every query alike."""
+    g = np.random.default_rng(5)
+    reps, queries = (g.normal(size=(n, 16)).astype(np.float32) for n in (5, 4))
+    scores = {}
+    for w in (0.25, 0.75):
+        v = _verifier({}, "nearest_offset")
+        v = Verifier(v.encoder, v.feature_config, "cosine", "nearest_offset", {}, offset_weight=w)
+        t = v.template("w", reps)
+        scores[w] = v.score_reps(t, queries)
+        want = template_scores(torch.from_numpy(reps), torch.from_numpy(queries), v.distance, "nearest_offset", offset_weight=w)
+        np.testing.assert_allclose(scores[w], want.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scores[0.75] - scores[0.25], np.full(4, 0.5 * t.spread), rtol=1e-5)
 
 
 def test_templates_from_another_model_are_refused(sample_model):
