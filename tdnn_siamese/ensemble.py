@@ -23,6 +23,7 @@ and ``verify``. Every member folder resumes on its own after a crash, so
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -30,9 +31,12 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -81,7 +85,7 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunCon
     logger.info("training %d members at once, %d thread(s) each, in %s", len(cfgs), threads, members_dir)
     jobs = [(str(data), str(d), c.to_dict(), resume or d.exists(), threads, m) for m, (d, c) in enumerate(zip(dirs, cfgs))]
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per member: no torch state forked mid-use
-    with ctx.Pool(len(jobs)) as pool:
+    with _terminate_on_sigterm(), ctx.Pool(len(jobs)) as pool:  # killed: the pool stops its members on the way out
         failures = [f for f in pool.starmap(_member_job, jobs) if f]
     if failures:
         raise ConfigError("; ".join(failures))
@@ -105,6 +109,38 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunCon
     logger.info("ensemble of %d: validation EER skilled %.2f%% (%s); members %s", len(rows) - 1, 100 * val.eer_skilled, val.strategy,
                 ", ".join(f"{100 * r['val_eer_skilled']:.2f}%" for r in rows[:-1]))
     return model_path
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """Within: SIGTERM (``kill``, a job scheduler) raises SystemExit in the parent, so the members' pool is
+    terminated on the way out instead of leaving them training, orphaned, in the run folder (Ctrl-C reaches the
+    whole process group anyway). Only the main thread can handle signals; elsewhere, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_with_parent(poll_s: float = 1.0) -> None:
+    """In a member's process: exit as soon as the parent is gone (killed with SIGKILL, which no handler sees), so that
+    no orphan goes on writing a member folder that a resumed run trains again."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _kept_eer(run: Path) -> float:
@@ -132,6 +168,7 @@ def _member_job(data: str, out: str, cfg: dict, resume: bool, threads: int, memb
     reach the parent as text: some of ours do not survive pickling)."""
     from .train import RunConfig, train
 
+    _exit_with_parent()
     torch.set_num_threads(threads)
     try:
         train(data, out, RunConfig.from_dict(cfg), resume=resume, progress=_MemberProgress(member))

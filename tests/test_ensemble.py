@@ -1,6 +1,12 @@
 """Training an ensemble (model.members > 1): members trained apart at once, validated together, saved as one model."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,3 +78,53 @@ def test_members_train_apart_and_the_ensemble_is_validated_and_saved_as_one_mode
     with pytest.raises(ConfigError, match=r"member 1 .*cannot read the training state"):
         train(SAMPLE, ens, cfg, resume=True)
     assert not (ens / "model.pt").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the member processes through Linux's /proc")
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_an_ensembles_training_stops_its_members(tmp_path, how):
+    """``kill`` (SIGTERM) of `train` terminates the members' pool on its way out; SIGKILL, which nothing can catch,
+    leaves the members to notice their parent is gone: either way none goes on training, orphaned, in the run
+    folder that a resumed run would train again."""
+    run = tmp_path / "ens"
+    cmd = [sys.executable, "-m", "tdnn_siamese", "train", "--data", str(SAMPLE), "--out", str(run), *SMALL_TRAIN,
+           "--set", "model.members=2", "--epochs", "500", "--set", "train.patience=500"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not all((run / "members" / m / "metrics.csv").exists() for m in ("m0", "m1")):
+            assert proc.poll() is None, "train ended before its members trained an epoch"
+            time.sleep(0.2)
+        members = _children(proc.pid)
+        assert len(members) >= 2 and all(_alive(p) for p in members)
+        os.kill(proc.pid, how)
+        assert proc.wait(timeout=60) != 0
+        deadline = time.time() + 20
+        while time.time() < deadline and any(_alive(p) for p in members):
+            time.sleep(0.2)
+        assert not [p for p in members if _alive(p)], "member processes outlived the killed train"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
