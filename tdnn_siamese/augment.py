@@ -18,6 +18,23 @@ feature set sees it:
 
 ``strength`` scales every range; 0 returns the signature unchanged. The
 caller passes the ``numpy.random.Generator``: nothing here seeds itself.
+
+**Virtual writers** (:func:`virtual_writer`, ``train.virtual_writers``) go
+further: a fixed, deterministic transformation of *all* of a training
+writer's signatures (genuine and skilled alike) makes the signatures of a
+new writer, whose forgeries are as good as the real writer's were. A
+mirrored signature is not a signature of the real writer at all, so these
+are new classes, never extra samples of old ones: the trick of speaker
+verification's speed-perturbed speakers (wespeaker), here with
+
+- ``mirror``: x -> -x (written right to left), azimuth mirrored too;
+- ``flip``: y -> -y (upside down), azimuth mirrored too;
+- ``reverse``: the trajectory run backwards in time (every stroke drawn
+  from its end, strokes in reverse order), the rhythm's durations kept.
+
+Every kinematic feature stays as natural as the original's (speeds,
+curvatures, pressure profiles are those of real handwriting), which
+synthetic writers (:mod:`tdnn_siamese.synth`) could not match.
 """
 
 from __future__ import annotations
@@ -58,3 +75,26 @@ def augment(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> 
     pressure = None if sig.pressure is None else sig.pressure * np.exp(u(MAX_LOG_PRESSURE))
     return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=pressure, azimuth=sig.azimuth, altitude=sig.altitude,
                      writer=sig.writer, label=sig.label, session=sig.session, source=sig.source)
+
+
+VIRTUAL_WRITERS = ("mirror", "flip", "reverse")
+VIRTUAL_MARK = "~"  # a virtual writer's name: the real one's, this mark, the transformation ("U3~mirror")
+
+
+def virtual_writer(sig: Signature, kind: str) -> Signature:
+    """``sig`` transformed into a signature of a virtual writer (``VIRTUAL_WRITERS``; see the module docstring);
+    the writer name becomes ``writer~kind``, label and session stay."""
+    if kind not in VIRTUAL_WRITERS:
+        raise ValueError(f"unknown virtual writer kind {kind!r}; known: {', '.join(VIRTUAL_WRITERS)}")
+    x, y, t, pen, p, az, alt = sig.x, sig.y, sig.t, sig.pen_down, sig.pressure, sig.azimuth, sig.altitude
+    if kind == "mirror":
+        x, az = -x, None if az is None else -az
+    elif kind == "flip":
+        y, az = -y, None if az is None else -az
+    else:  # reverse: point i becomes point n-1-i, at the time the original had left until its end
+        rev = lambda a: None if a is None else a[::-1].copy()  # noqa: E731
+        x, y, pen, p, az, alt = rev(x), rev(y), rev(pen), rev(p), rev(az), rev(alt)
+        t = t[0] + (t[-1] - t[::-1])
+    writer = None if sig.writer is None else f"{sig.writer}{VIRTUAL_MARK}{kind}"
+    return Signature(t=t, x=x, y=y, pen_down=pen, pressure=p, azimuth=az, altitude=alt, writer=writer, label=sig.label,
+                     session=sig.session, source=sig.source)

@@ -62,7 +62,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
-from .augment import augment
+from .augment import VIRTUAL_MARK, VIRTUAL_WRITERS, augment, virtual_writer
 from .episodes import EPISODE_POOLS, EpisodeSampler, template_ranking_loss
 from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
@@ -124,6 +124,8 @@ class TrainConfig(StrictConfig):
     #   protocol's references), "all" = every genuine signature (runs before commit e6693d3)
     val_strategies: tuple[str, ...] = ("mean_offset", "nearest_offset")  # the scoring strategies validation chooses
     #   among (its choice is the model's default); (): every strategy the distance can use (runs before this setting)
+    virtual_writers: tuple[str, ...] = ()  # transformations (augment.VIRTUAL_WRITERS: mirror, flip, reverse) each of which
+    #   adds a virtual writer per training writer, made of all its signatures so transformed (never validation writers)
     offset_weight: float = OFFSET_WEIGHT  # the share of the references' spread that mean_offset and nearest_offset add
     #   (verifier), in validation, in episodes scored by them and in the model file (which scores with it ever after)
     patience: int = 10
@@ -194,6 +196,9 @@ class TrainConfig(StrictConfig):
                               "[] = every usable one)")
         if self.member < 0:
             raise ConfigError(f"member must be >= 0, got {self.member}")
+        unknown = [v for v in self.virtual_writers if v not in VIRTUAL_WRITERS]
+        if unknown or len(set(self.virtual_writers)) != len(self.virtual_writers):
+            raise ConfigError(f"virtual_writers lists each of {', '.join(VIRTUAL_WRITERS)} at most once, got {list(self.virtual_writers)}")
         if not (math.isfinite(self.offset_weight) and self.offset_weight >= 0):
             raise ConfigError(f"offset_weight must be a finite number >= 0, got {self.offset_weight}")
         if not isinstance(self.init, str):
@@ -336,12 +341,34 @@ def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, in
         sigs.append(datasets.read_row(row))
         if progress:
             progress("read", i + 1, len(table))
+    fingerprint = datasets.fingerprint(table)
+    if cfg.train.virtual_writers:  # appended after the real rows, which keep their indices
+        table, sigs, train_w = _with_virtual_writers(table, sigs, train_w, cfg.train.virtual_writers, data)
     feats = extract_many(sigs, cfg.features)
     check_lengths(feats, sigs, cfg.model.min_length)
     seqs = [torch.from_numpy(f) for f in feats]
     rows = lambda ws: np.flatnonzero(table["writer"].isin(ws).to_numpy())  # noqa: E731
     lengths = np.array([len(x) for x in seqs])
-    return Prepared(table, sigs, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), datasets.fingerprint(table))
+    return Prepared(table, sigs, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), fingerprint)
+
+
+def _with_virtual_writers(table: pd.DataFrame, sigs: list[Signature], train_w: list[str], kinds: tuple[str, ...],
+                          data: str | os.PathLike) -> tuple[pd.DataFrame, list[Signature], list[str]]:
+    """The table and signatures with a virtual writer per training writer and transformation
+    (:func:`tdnn_siamese.augment.virtual_writer`) appended, and the training writers with them."""
+    taken = [w for w in datasets.writers(table) if VIRTUAL_MARK in w]
+    if taken:
+        raise ConfigError(f"{data}: writer name {taken[0]!r} holds {VIRTUAL_MARK!r}, which names virtual writers; "
+                          "rename it or train without train.virtual_writers")
+    base = np.flatnonzero(table["writer"].isin(train_w).to_numpy())
+    parts, new_sigs, names = [table], list(sigs), list(train_w)
+    for kind in kinds:
+        part = table.iloc[base].copy()
+        part["writer"] = part["writer"].astype(str) + f"{VIRTUAL_MARK}{kind}"
+        parts.append(part)
+        new_sigs += [virtual_writer(sigs[i], kind) for i in base]
+        names += [f"{w}{VIRTUAL_MARK}{kind}" for w in train_w]
+    return pd.concat(parts, ignore_index=True), new_sigs, names
 
 
 def input_stats(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -519,7 +546,8 @@ def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_r
     return {
         "data": str(data),
         "data_fingerprint": prep.fingerprint,
-        "train_writers": sorted(table.iloc[prep.train_rows]["writer"].unique().tolist()),
+        "train_writers": sorted(w for w in table.iloc[prep.train_rows]["writer"].unique().tolist() if VIRTUAL_MARK not in w),
+        "virtual_writers": list(cfg.train.virtual_writers),  # each training writer's transformed copies, also trained on
         "val_writers": sorted(table.iloc[prep.val_rows]["writer"].unique().tolist()),
         "seed": cfg.train.seed,
         "init_sha256": init_sha256,  # of train.init's file when training started; "" without one

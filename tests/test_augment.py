@@ -3,10 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tdnn_siamese.augment import augment
+from tdnn_siamese.augment import VIRTUAL_MARK, VIRTUAL_WRITERS, augment, virtual_writer
 from tdnn_siamese.cli import main
-from tdnn_siamese.features import extract
+from tdnn_siamese.features import FEATURE_SETS, extract
 from tdnn_siamese.model import load_checkpoint
+from tdnn_siamese.signature import Signature
 
 from .conftest import SAMPLE, SMALL_TRAIN, make_signature
 
@@ -59,3 +60,86 @@ def test_training_with_augmentation_is_seeded(tmp_path):
     a, b = (load_checkpoint(tmp_path / r / "model.pt") for r in ("a", "b"))
     assert all(torch.equal(a.encoder.state_dict()[k], b.encoder.state_dict()[k]) for k in a.encoder.state_dict())
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "c"), "--epochs", "1", "--set", "train.augment=5"]) == 2
+
+
+@pytest.mark.parametrize("kind", VIRTUAL_WRITERS)
+def test_a_virtual_writers_signature_is_a_fixed_transformation_of_the_real_one(kind):
+    """mirror and flip negate x or y (and the azimuth); reverse runs the points backwards with the same durations
+    between them; each is its own inverse. Labels and sessions stay, the writer gets a virtual name."""
+    sig = make_signature(60, seed=3, writer="u7", label="skilled", session=2, source="f.txt")
+    sig = Signature(t=sig.t + np.r_[0.0, np.cumsum(np.random.default_rng(0).uniform(0, 4, 59))], x=sig.x, y=sig.y,
+                    pen_down=sig.pen_down, pressure=sig.pressure, azimuth=sig.azimuth, altitude=sig.altitude,
+                    writer=sig.writer, label=sig.label, session=sig.session, source=sig.source)  # uneven steps
+    v = virtual_writer(sig, kind)
+    assert (v.writer, v.label, v.session, len(v)) == (f"u7{VIRTUAL_MARK}{kind}", "skilled", 2, len(sig))
+    if kind == "reverse":
+        np.testing.assert_array_equal(v.x, sig.x[::-1])
+        np.testing.assert_array_equal(v.pen_down, sig.pen_down[::-1])
+        np.testing.assert_array_equal(v.pressure, sig.pressure[::-1])
+        np.testing.assert_allclose(np.diff(v.t), np.diff(sig.t)[::-1])
+        assert v.t[0] == sig.t[0] and v.duration_ms == pytest.approx(sig.duration_ms)
+    else:
+        flipped, kept = ("x", "y") if kind == "mirror" else ("y", "x")
+        np.testing.assert_array_equal(getattr(v, flipped), -getattr(sig, flipped))
+        np.testing.assert_array_equal(getattr(v, kept), getattr(sig, kept))
+        np.testing.assert_array_equal(v.azimuth, -sig.azimuth)
+        np.testing.assert_array_equal(v.t, sig.t)
+    back = virtual_writer(Signature(**{**{f: getattr(v, f) for f in ("t", "x", "y", "pen_down", "pressure", "azimuth",
+                                                                      "altitude", "label", "session", "source")}, "writer": "u7"}), kind)
+    for f in ("t", "x", "y", "pen_down", "pressure", "azimuth", "altitude"):
+        np.testing.assert_allclose(getattr(back, f), getattr(sig, f))
+    with pytest.raises(ValueError, match="unknown virtual writer kind 'rotate'"):
+        virtual_writer(sig, "rotate")
+
+
+def test_virtual_writers_join_the_training_writers_only(tmp_path):
+    """train.virtual_writers appends a transformed copy of every training writer's signatures, under new writer
+    names; the real rows (and so the validation writers and their features) are untouched; a mirrored signature's
+    features are the real one's with the x velocity, the direction cosine and the turning (angular velocity, centripetal
+    acceleration) negated."""
+    from tdnn_siamese.config import ConfigError
+    from tdnn_siamese.train import RunConfig, apply_sets, prepare
+
+    plain_cfg = RunConfig.from_sections({})
+    cfg = RunConfig.from_sections(apply_sets({}, ['train.virtual_writers=["mirror","reverse"]']))
+    plain, prep = prepare(SAMPLE, plain_cfg), prepare(SAMPLE, cfg)
+    n = len(plain.table)
+    pd.testing.assert_frame_equal(prep.table.iloc[:n], plain.table)
+    assert all(torch.equal(a, b) for a, b in zip(prep.seqs[:n], plain.seqs))
+    np.testing.assert_array_equal(prep.val_rows, plain.val_rows)
+    real_train = plain.table.iloc[plain.train_rows]["writer"].unique()
+    got = set(prep.table.iloc[prep.train_rows]["writer"])
+    assert got == set(real_train) | {f"{w}{VIRTUAL_MARK}{k}" for w in real_train for k in ("mirror", "reverse")}
+    assert len(prep.train_rows) == 3 * len(plain.train_rows) and len(prep.table) == n + 2 * len(plain.train_rows)
+    assert prep.fingerprint == plain.fingerprint  # the data are the same corpus
+    first = plain.train_rows[0]
+    mirrored = n  # the first appended row: the mirror of the first training row
+    assert prep.table.iloc[mirrored]["writer"] == f"{plain.table.iloc[first]['writer']}{VIRTUAL_MARK}mirror"
+    names = list(FEATURE_SETS[cfg.features.feature_set])
+    flips = [names.index(c) for c in ("vx", "dir_cos", "ang_velocity", "acc_centripetal")]  # mirrored: turns the other way
+    want = plain.seqs[first].clone()
+    want[:, flips] *= -1
+    torch.testing.assert_close(prep.seqs[mirrored], want, atol=1e-5, rtol=1e-5)
+    for bad in ('["mirror","mirror"]', '["rotate"]'):
+        with pytest.raises(ConfigError, match="virtual_writers lists each of mirror, flip, reverse at most once"):
+            RunConfig.from_sections(apply_sets({}, [f"train.virtual_writers={bad}"]))
+    assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--epochs", "1", *SMALL_TRAIN,
+                 "--set", 'train.virtual_writers=["flip"]']) == 0
+    prov = load_checkpoint(tmp_path / "r" / "model.pt").provenance
+    assert prov["virtual_writers"] == ["flip"] and sorted(prov["train_writers"]) == sorted(real_train)
+
+
+def test_a_corpus_whose_writer_names_hold_the_virtual_mark_is_refused_with_virtual_writers(tmp_path):
+    """A real writer named like a virtual one would merge with it: said, naming the writer, not trained."""
+    import shutil
+
+    from tdnn_siamese.config import ConfigError
+    from tdnn_siamese.train import RunConfig, apply_sets, prepare
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SAMPLE, corpus)
+    text = (corpus / "manifest.csv").read_text()
+    (corpus / "manifest.csv").write_text(text.replace(",synth0001,", f",synth{VIRTUAL_MARK}mirror,"))
+    assert len(prepare(corpus, RunConfig.from_sections({})).table)  # fine without virtual writers
+    with pytest.raises(ConfigError, match=f"writer name 'synth{VIRTUAL_MARK}mirror' holds"):
+        prepare(corpus, RunConfig.from_sections(apply_sets({}, ['train.virtual_writers=["mirror"]'])))
