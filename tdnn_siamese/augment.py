@@ -32,9 +32,10 @@ verification's speed-perturbed speakers (wespeaker), here with
 - ``reverse``: the trajectory run backwards in time (every stroke drawn
   from its end, strokes in reverse order), the rhythm's durations kept.
 
-Every kinematic feature stays as natural as the original's (speeds,
-curvatures, pressure profiles are those of real handwriting), which
-synthetic writers (:mod:`tdnn_siamese.synth`) could not match.
+Speeds, curvatures and pressure profiles stay those of real signatures
+(run backwards, for ``reverse``: its strokes speed up and slow down the
+other way round), which synthetic writers (:mod:`tdnn_siamese.synth`)
+could not match.
 """
 
 from __future__ import annotations

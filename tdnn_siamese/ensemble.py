@@ -127,13 +127,16 @@ def _terminate_on_sigterm() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)  # None: not set from Python
 
 
 def _exit_with_parent(poll_s: float = 1.0) -> None:
     """In a member's process: exit as soon as the parent is gone (killed with SIGKILL, which no handler sees), so that
     no orphan goes on writing a member folder that a resumed run trains again."""
-    parent = os.getppid()
+    spawner = multiprocessing.parent_process()  # the pool's parent, even if it died before this member started
+    parent = spawner.pid if spawner is not None else os.getppid()
+    if os.getppid() != parent:
+        os._exit(1)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -47,7 +47,9 @@ the default scoring strategy and its calibrated threshold, validation scores
 for every scoring strategy (``calibration[strategy][kind]``; at most
 ``CALIBRATION_MAX`` per kind, quantiles of larger sets) and provenance.
 They are written atomically and read with ``torch.load(weights_only=True)``.
-Version 1 files (one strategy, ``mean``) are still read.
+Version 3 also stores the offset strategies' weight (``offset_weight``);
+version 2 files (which used a quarter, ``LEGACY_OFFSET_WEIGHT``) and
+version 1 files (one strategy, ``mean``) are still read.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 # today's default is refused as the other setting it is.
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
                                       "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0,
-                                      "keep_initial": True, "episode_pool": "all", "member": 0}
+                                      "keep_initial": True, "episode_pool": "all", "member": 0, "offset_weight": 0.25,
+                                      "virtual_writers": ()}
 
 
 @dataclass(frozen=True)
@@ -323,15 +324,25 @@ class Prepared:
     seqs: list[torch.Tensor]  # (T_i, F) per table row
     lengths: np.ndarray  # T_i per table row
     fixed_length: bool  # every T_i equal (features resampled to n_steps)
-    train_rows: np.ndarray
+    train_rows: np.ndarray  # with the virtual writers' rows (train.virtual_writers), appended after the real ones
     val_rows: np.ndarray
     fingerprint: str
+    n_real: int = -1  # rows read from the corpus (the first ones); the rest are virtual writers'; -1: all
+
+    @property
+    def real_train_rows(self) -> np.ndarray:
+        """The training rows of real writers (without virtual writers' copies)."""
+        return self.train_rows if self.n_real < 0 else self.train_rows[self.train_rows < self.n_real]
 
 
 def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, int, int], None] | None = None) -> Prepared:
     """Load the corpus, split writers, extract features once."""
     table = datasets.load(data)
     names = datasets.writers(table)
+    taken = [w for w in names if VIRTUAL_MARK in w] if cfg.train.virtual_writers else []
+    if taken:  # before any signature is read
+        raise ConfigError(f"{data}: writer name {taken[0]!r} holds {VIRTUAL_MARK!r}, which names virtual writers; "
+                          "rename it or train without train.virtual_writers")
     if len(names) < 3:
         raise ConfigError(f"{data}: {len(names)} writer(s); training needs at least 3 (2 to learn from, 1 to validate)")
     n_val = min(len(names) - 2, max(2 if len(names) >= 6 else 1, round(cfg.train.val_fraction * len(names))))
@@ -341,25 +352,21 @@ def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, in
         sigs.append(datasets.read_row(row))
         if progress:
             progress("read", i + 1, len(table))
-    fingerprint = datasets.fingerprint(table)
+    fingerprint, n_real = datasets.fingerprint(table), len(table)
     if cfg.train.virtual_writers:  # appended after the real rows, which keep their indices
-        table, sigs, train_w = _with_virtual_writers(table, sigs, train_w, cfg.train.virtual_writers, data)
+        table, sigs, train_w = _with_virtual_writers(table, sigs, train_w, cfg.train.virtual_writers)
     feats = extract_many(sigs, cfg.features)
     check_lengths(feats, sigs, cfg.model.min_length)
     seqs = [torch.from_numpy(f) for f in feats]
     rows = lambda ws: np.flatnonzero(table["writer"].isin(ws).to_numpy())  # noqa: E731
     lengths = np.array([len(x) for x in seqs])
-    return Prepared(table, sigs, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), fingerprint)
+    return Prepared(table, sigs, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), fingerprint, n_real)
 
 
-def _with_virtual_writers(table: pd.DataFrame, sigs: list[Signature], train_w: list[str], kinds: tuple[str, ...],
-                          data: str | os.PathLike) -> tuple[pd.DataFrame, list[Signature], list[str]]:
+def _with_virtual_writers(table: pd.DataFrame, sigs: list[Signature], train_w: list[str],
+                          kinds: tuple[str, ...]) -> tuple[pd.DataFrame, list[Signature], list[str]]:
     """The table and signatures with a virtual writer per training writer and transformation
     (:func:`tdnn_siamese.augment.virtual_writer`) appended, and the training writers with them."""
-    taken = [w for w in datasets.writers(table) if VIRTUAL_MARK in w]
-    if taken:
-        raise ConfigError(f"{data}: writer name {taken[0]!r} holds {VIRTUAL_MARK!r}, which names virtual writers; "
-                          "rename it or train without train.virtual_writers")
     base = np.flatnonzero(table["writer"].isin(train_w).to_numpy())
     parts, new_sigs, names = [table], list(sigs), list(train_w)
     for kind in kinds:
@@ -546,7 +553,7 @@ def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_r
     return {
         "data": str(data),
         "data_fingerprint": prep.fingerprint,
-        "train_writers": sorted(w for w in table.iloc[prep.train_rows]["writer"].unique().tolist() if VIRTUAL_MARK not in w),
+        "train_writers": sorted(table.iloc[prep.real_train_rows]["writer"].unique().tolist()),
         "virtual_writers": list(cfg.train.virtual_writers),  # each training writer's transformed copies, also trained on
         "val_writers": sorted(table.iloc[prep.val_rows]["writer"].unique().tolist()),
         "seed": cfg.train.seed,
@@ -601,7 +608,7 @@ def train(
         init_sha256 = file_sha256(init)
     else:
         encoder = _new_encoder(cfg.model, tc.init_seed)
-        encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))
+        encoder.set_input_stats(*input_stats([prep.seqs[i] for i in prep.train_rows]))  # virtual writers too: trained on
     opt = torch.optim.Adam(encoder.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     averaged = _new_encoder(cfg.model, tc.init_seed) if tc.ema else None  # the weights validated and kept, when ema is on
     if averaged is not None:

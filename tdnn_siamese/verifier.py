@@ -299,6 +299,8 @@ class Verifier(Method):
         self.feature_config = feature_config
         self.distance = Distance.for_encoder(distance, encoder.cfg.frame_dim, encoder.cfg.members)
         self.strategy = strategy
+        if not (np.isfinite(offset_weight) and offset_weight >= 0):
+            raise VerifierError(f"offset_weight must be a finite number >= 0, got {offset_weight}")
         self.calibration = calibration
         self.offset_weight = float(offset_weight)
         self.source = source

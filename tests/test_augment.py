@@ -133,13 +133,17 @@ def test_a_corpus_whose_writer_names_hold_the_virtual_mark_is_refused_with_virtu
     """A real writer named like a virtual one would merge with it: said, naming the writer, not trained."""
     import shutil
 
+    from tdnn_siamese import train as train_module
     from tdnn_siamese.config import ConfigError
     from tdnn_siamese.train import RunConfig, apply_sets, prepare
 
     corpus = tmp_path / "corpus"
     shutil.copytree(SAMPLE, corpus)
     text = (corpus / "manifest.csv").read_text()
-    (corpus / "manifest.csv").write_text(text.replace(",synth0001,", f",synth{VIRTUAL_MARK}mirror,"))
-    assert len(prepare(corpus, RunConfig.from_sections({})).table)  # fine without virtual writers
-    with pytest.raises(ConfigError, match=f"writer name 'synth{VIRTUAL_MARK}mirror' holds"):
+    (corpus / "manifest.csv").write_text(text.replace(",synth", f",s{VIRTUAL_MARK}"))  # every writer: s~0001, ...
+    plain = RunConfig.from_sections({})
+    prep = prepare(corpus, plain)  # fine without virtual writers, and such writers are kept as training writers
+    listed = train_module.provenance(prep, plain, corpus, 1, 1)["train_writers"]
+    assert listed == sorted(prep.table.iloc[prep.train_rows]["writer"].unique()) and all(VIRTUAL_MARK in w for w in listed)
+    with pytest.raises(ConfigError, match=f"writer name 's{VIRTUAL_MARK}0001' holds"):
         prepare(corpus, RunConfig.from_sections(apply_sets({}, ['train.virtual_writers=["mirror"]'])))

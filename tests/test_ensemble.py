@@ -128,3 +128,39 @@ def test_killing_an_ensembles_training_stops_its_members(tmp_path, how):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+_ORPHAN = """
+import multiprocessing, os, sys, time
+from tdnn_siamese.ensemble import _exit_with_parent
+
+def member(started):
+    time.sleep(1.5)  # the parent is gone by now, as if it died while this member was still starting
+    _exit_with_parent(0.05)
+    open(started, "w").write(str(os.getpid()))
+    time.sleep(60)
+
+if __name__ == "__main__":
+    p = multiprocessing.get_context("spawn").Process(target=member, args=(sys.argv[1],))
+    p.start()
+    open(sys.argv[1] + ".pid", "w").write(str(p.pid))
+    os._exit(0)  # dies at once, like SIGKILL: nothing joins or terminates the child
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watches the member process through Linux's /proc")
+def test_a_member_whose_parent_died_before_it_started_exits_at_once(tmp_path):
+    """A member reads who its parent was from multiprocessing, not from getppid(): started after the parent's death
+    (already reparented), it still sees that its parent is gone and exits instead of training an orphaned run."""
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "started")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=60, check=True, cwd=Path(__file__).resolve().parent.parent)
+    child = int((tmp_path / "started.pid").read_text())
+    deadline = time.time() + 30
+    while time.time() < deadline and _alive(child):
+        time.sleep(0.1)
+    alive = _alive(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive and not (tmp_path / "started").exists()

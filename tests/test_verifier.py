@@ -236,6 +236,9 @@ def test_a_verifier_scores_the_offsets_with_its_models_weight():
         want = template_scores(torch.from_numpy(reps), torch.from_numpy(queries), v.distance, "nearest_offset", offset_weight=w)
         np.testing.assert_allclose(scores[w], want.numpy(), rtol=1e-6)
     np.testing.assert_allclose(scores[0.75] - scores[0.25], np.full(4, 0.5 * t.spread), rtol=1e-5)
+    for bad in (-0.25, float("nan")):
+        with pytest.raises(VerifierError, match="offset_weight must be a finite number >= 0"):
+            Verifier(v.encoder, v.feature_config, "cosine", "nearest_offset", {}, offset_weight=bad)
 
 
 def test_templates_from_another_model_are_refused(sample_model):
