@@ -66,8 +66,10 @@ class Distance:
             raise ValueError(f"embeddings of {x.shape[-1]} values are not {self.members} members' frames of {self.frame_dim}")
         return list(x.reshape(x.shape[0], self.members, -1).unbind(1))
 
-    def _one(self) -> "Distance":
-        return Distance(self.kind, self.frame_dim)
+    def _members_mean(self, op: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``op`` ("raw" or "matrix") of each member's frames against the same member's, averaged over members."""
+        one = Distance(self.kind, self.frame_dim)
+        return torch.stack([getattr(one, op)(x, y) for x, y in zip(self._member_views(a), self._member_views(b))]).mean(0)
 
     @property
     def larger_is_closer(self) -> bool:
@@ -78,8 +80,7 @@ class Distance:
         if self.kind == "cosine":
             return F.cosine_similarity(a, b, dim=-1, eps=_EPS)
         if self.kind == "dtw" and self.members > 1:
-            one = self._one()
-            return torch.stack([one.raw(x, y) for x, y in zip(self._member_views(a), self._member_views(b))]).mean(0)
+            return self._members_mean("raw", a, b)
         if self.kind == "dtw":
             (fa, la), (fb, lb) = self._frames(a), self._frames(b)
             return soft_dtw(fa, fb, DTW_GAMMA, la, lb)
@@ -90,8 +91,7 @@ class Distance:
         if self.kind == "cosine":
             return F.normalize(a, dim=-1, eps=_EPS) @ F.normalize(b, dim=-1, eps=_EPS).T
         if self.kind == "dtw" and self.members > 1:
-            one = self._one()
-            return torch.stack([one.matrix(x, y) for x, y in zip(self._member_views(a), self._member_views(b))]).mean(0)
+            return self._members_mean("matrix", a, b)
         if self.kind == "dtw":
             (fa, la), (fb, lb) = self._frames(a), self._frames(b)
             return soft_dtw_matrix(fa, fb, DTW_GAMMA, la=la, lb=lb)
