@@ -36,6 +36,19 @@ Speeds, curvatures and pressure profiles stay those of real signatures
 (run backwards, for ``reverse``: its strokes speed up and slow down the
 other way round), which synthetic writers (:mod:`tdnn_siamese.synth`)
 could not match.
+
+**Imitations** (:func:`imitate`, ``train.episode_imitations``) are the
+opposite of :func:`augment`: a genuine signature distorted *more* than a
+writer varies, made into an extra impostor of the writer's training
+episodes, in the spirit of SynSig2Vec's distorted copies (Lai, Jin, Lin,
+Ding & Zhu, "SynSig2Vec: Learning Representations from Synthetic Dynamic
+Signatures for Real-World Verification", AAAI 2020). A forger copies the
+shape but not the hand: the shape is smoothly displaced (a few slow
+sinusoids, ``IMITATION_DISPLACEMENT`` of the signature's size at
+strength 1), the rhythm is uneven and slower (``IMITATION_SEGMENTS``
+stretches of time with their own speeds, the whole up to
+``IMITATION_SLOWDOWN`` times longer) and the pressure profile drifts.
+Training then perturbs it like every other signature (:func:`augment`).
 """
 
 from __future__ import annotations
@@ -76,6 +89,47 @@ def augment(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> 
     pressure = None if sig.pressure is None else sig.pressure * np.exp(u(MAX_LOG_PRESSURE))
     return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=pressure, azimuth=sig.azimuth, altitude=sig.altitude,
                      writer=sig.writer, label=sig.label, session=sig.session, source=sig.source)
+
+
+IMITATION_DISPLACEMENT = 0.04  # amplitude of the smooth displacement, a share of the larger of width and height
+IMITATION_SLOWDOWN = 1.5  # the imitation takes 1 to this many times the original's duration (at strength 1)
+IMITATION_SEGMENTS = 8  # stretches of time of independent speed
+IMITATION_LOG_SPEED = 0.4  # their speeds within exp(+-0.4)
+IMITATION_LOG_PRESSURE = 0.2  # the pressure profile's drift
+_IMITATION_TERMS = 3  # sinusoids per smooth curve
+_IMITATION_CYCLES = (0.5, 3.0)  # their frequencies, in cycles over the signature's duration
+
+
+def _smooth_curve(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A slow random curve over ``n`` points of unit standard deviation on average: a sum of a few sinusoids."""
+    tau = np.linspace(0.0, 1.0, n)
+    out = np.zeros(n)
+    for _ in range(_IMITATION_TERMS):
+        out += rng.normal() * np.sin(2 * np.pi * rng.uniform(*_IMITATION_CYCLES) * tau + rng.uniform(0, 2 * np.pi))
+    return out * np.sqrt(2.0 / _IMITATION_TERMS)
+
+
+def imitate(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> Signature:
+    """A synthetic skilled forgery of ``sig`` (see the module docstring): displaced shape, uneven and slower
+    rhythm, drifting pressure, each scaled by ``strength``. Same points and pen states; labelled ``skilled``."""
+    if not strength > 0:
+        raise ValueError(f"an imitation needs a strength > 0, got {strength}")
+    n = len(sig.t)
+    size = max(float(np.ptp(sig.x)), float(np.ptp(sig.y)), 1e-9)
+    amp = IMITATION_DISPLACEMENT * strength * size
+    x, y = sig.x + amp * _smooth_curve(rng, n), sig.y + amp * _smooth_curve(rng, n)
+    t0, dur = float(sig.t[0]), float(sig.t[-1] - sig.t[0])
+    t = sig.t
+    if dur > 0:
+        speeds = np.exp(rng.uniform(-IMITATION_LOG_SPEED * strength, IMITATION_LOG_SPEED * strength, IMITATION_SEGMENTS))
+        lengths = (1.0 / IMITATION_SEGMENTS) / speeds
+        knots_in = np.linspace(0.0, 1.0, IMITATION_SEGMENTS + 1)
+        knots_out = np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
+        total = dur * rng.uniform(1.0, IMITATION_SLOWDOWN) ** strength
+        t = t0 + total * np.interp((sig.t - t0) / dur, knots_in, knots_out)
+    pressure = None if sig.pressure is None else sig.pressure * np.exp(IMITATION_LOG_PRESSURE * strength * _smooth_curve(rng, n))
+    return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=pressure, azimuth=sig.azimuth, altitude=sig.altitude,
+                     writer=sig.writer, label="skilled", session=sig.session, source=sig.source)
 
 
 VIRTUAL_WRITERS = ("mirror", "flip", "reverse")

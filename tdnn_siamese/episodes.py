@@ -25,7 +25,7 @@ which is a smooth stand-in for the writer's share of misordered
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -39,17 +39,32 @@ from .verifier import MIN_REFERENCES, OFFSET_WEIGHT, SPREAD_STRATEGIES, distinct
 EPISODE_POOLS = ("all", "session")  # where an episode's references come from: any genuine, or one session
 
 
+_NO_ROWS = np.empty(0, np.int64)
+
+
 @dataclass(frozen=True)
 class Episode:
-    """Row indices of one writer's episode: references, genuine queries, impostor queries."""
+    """Row indices of one writer's episode: references, genuine queries, impostor queries, and the genuine
+    signatures to be made into imitations (:func:`tdnn_siamese.augment.imitate`), impostors too."""
 
     references: np.ndarray
     genuine: np.ndarray
     impostors: np.ndarray
+    imitations: np.ndarray = field(default_factory=lambda: _NO_ROWS)
 
     @property
     def rows(self) -> np.ndarray:
-        return np.concatenate([self.references, self.genuine, self.impostors])
+        """Every row in the order the loss reads them; the imitations' sources last (``is_imitation``)."""
+        return np.concatenate([self.references, self.genuine, self.impostors, self.imitations])
+
+    @property
+    def is_imitation(self) -> np.ndarray:
+        """Per entry of :attr:`rows`: to be replaced by an imitation of that signature."""
+        return np.arange(len(self.rows)) >= len(self.rows) - len(self.imitations)
+
+    @property
+    def n_impostors(self) -> int:
+        return len(self.impostors) + len(self.imitations)
 
 
 class EpisodeSampler:
@@ -59,7 +74,9 @@ class EpisodeSampler:
     each episode takes ``min(k, n_genuine - 1)`` references (at least
     ``min_refs``), up to ``n_genuine_queries`` of the remaining genuines,
     up to ``n_skilled`` of the writer's skilled forgeries and ``n_random``
-    genuine signatures of other writers.
+    genuine signatures of other writers. ``n_imitations`` more impostors are
+    imitations of the writer's genuine signatures other than the references
+    (rows in ``Episode.imitations``; the caller distorts them).
 
     ``pool`` says where the references come from. ``"all"``: any of the
     writer's genuine signatures. ``"session"``: all from one session (drawn
@@ -71,7 +88,7 @@ class EpisodeSampler:
     """
 
     def __init__(self, table: pd.DataFrame, k: int = 5, min_refs: int = 2, n_genuine_queries: int = 5, n_skilled: int = 5,
-                 n_random: int = 2, pool: str = "all"):
+                 n_random: int = 2, pool: str = "all", n_imitations: int = 0):
         if pool not in EPISODE_POOLS:
             raise ValueError(f"unknown episode pool {pool!r}; known: {', '.join(EPISODE_POOLS)}")
         labels, writers = table["label"].to_numpy(), table["writer"].to_numpy()
@@ -96,6 +113,7 @@ class EpisodeSampler:
             raise ValueError("episodes need impostors: skilled forgeries of a writer with references, or genuine signatures of a second writer")
         self.k, self.min_refs = k, min_refs
         self.n_genuine_queries, self.n_skilled, self.n_random = n_genuine_queries, n_skilled, n_random
+        self.n_imitations = n_imitations
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Episode]:
         """``n`` episodes of distinct writers where there are enough writers (drawn uniformly), else with repeats."""
@@ -117,9 +135,13 @@ class EpisodeSampler:
             rq = (np.array([rng.choice(self.genuine[others[j]]) for j in rng.choice(len(others), size=min(self.n_random, len(others)), replace=False)],
                            dtype=np.int64) if others and self.n_random else np.empty(0, np.int64))
             imp = np.concatenate([sq, rq]).astype(np.int64)
-            if len(imp) == 0:
+            im = _NO_ROWS
+            if self.n_imitations:  # drawn last, so that episodes without imitations draw as before
+                rest = np.setdiff1d(self.genuine[w], refs)
+                im = rng.choice(rest, size=min(self.n_imitations, len(rest)), replace=False).astype(np.int64)
+            if len(imp) + len(im) == 0:
                 continue
-            out.append(Episode(refs.astype(np.int64), gq.astype(np.int64), imp))
+            out.append(Episode(refs.astype(np.int64), gq.astype(np.int64), imp, im))
         return out
 
 
@@ -135,7 +157,7 @@ def template_ranking_loss(embeddings: torch.Tensor, episodes: list[Episode], dis
     """
     if strategy not in MIN_REFERENCES:
         raise ValueError(f"unknown scoring strategy {strategy!r}")
-    sizes = [(len(ep.references), len(ep.genuine), len(ep.impostors)) for ep in episodes]
+    sizes = [(len(ep.references), len(ep.genuine), ep.n_impostors) for ep in episodes]
     if sum(map(sum, sizes)) != len(embeddings):
         raise ValueError(f"{len(embeddings)} embeddings for episodes of {sum(map(sum, sizes))} rows")
     scores = _dtw_scores(embeddings, sizes, distance, strategy, offset_weight) if distance.kind == "dtw" else None

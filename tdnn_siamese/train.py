@@ -62,7 +62,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
-from .augment import VIRTUAL_MARK, VIRTUAL_WRITERS, augment, virtual_writer
+from .augment import VIRTUAL_MARK, VIRTUAL_WRITERS, augment, imitate, virtual_writer
 from .episodes import EPISODE_POOLS, EpisodeSampler, template_ranking_loss
 from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
@@ -93,7 +93,7 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
                                       "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0,
                                       "keep_initial": True, "episode_pool": "all", "member": 0, "offset_weight": 0.25,
-                                      "virtual_writers": ()}
+                                      "virtual_writers": (), "episode_imitations": 0}
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,8 @@ class TrainConfig(StrictConfig):
     episode_genuine: int = 5  # loss "template": at most this many genuine queries per episode (after the val_k references)
     episode_skilled: int = 5  # loss "template": at most this many of the writer's skilled forgeries per episode
     episode_random: int = 2  # loss "template": genuine signatures of this many other writers per episode (random forgeries)
+    episode_imitations: int = 0  # loss "template": this many imitations of the writer's genuine signatures (synthetic
+    #   skilled forgeries, augment.imitate) as further impostors per episode
     episode_pool: str = "all"  # loss "template": an episode's references from any genuine ("all") or from one session
     #   of the writer, queries from the rest ("session": as the protocols enroll; writers without sessions as "all")
     global_weight: float = 0.0  # loss "template": weight of the ranking across the step's writers (global EER); 0: within writers only
@@ -164,6 +166,10 @@ class TrainConfig(StrictConfig):
         if self.episode_genuine < 1 or min(self.episode_skilled, self.episode_random) < 0 or not self.episode_skilled + self.episode_random:
             raise ConfigError("an episode needs a genuine query (episode_genuine >= 1) and impostors "
                               "(episode_skilled + episode_random >= 1, neither negative)")
+        if not isinstance(self.episode_imitations, int) or isinstance(self.episode_imitations, bool) or self.episode_imitations < 0:
+            raise ConfigError(f"episode_imitations must be an integer >= 0, got {self.episode_imitations!r}")
+        if self.episode_imitations and self.loss != "template":
+            raise ConfigError(f"episode_imitations is a setting of the template loss's episodes, not of loss {self.loss!r}")
         if self.episode_pool not in EPISODE_POOLS:
             raise ConfigError(f"episode_pool must be one of {', '.join(EPISODE_POOLS)}, got {self.episode_pool!r}")
         if self.distance not in DISTANCES:
@@ -514,12 +520,21 @@ def _embed_pairs(encoder: TDNN, a: list[torch.Tensor], b: list[torch.Tensor], fi
     return e[: len(a)], e[len(a) :]
 
 
-def _pair_sequences(prep: Prepared, rows: np.ndarray, cfg: RunConfig, rng: np.random.Generator) -> list[torch.Tensor]:
-    """Feature sequences of these rows: the prepared ones, or of freshly perturbed signatures when augmenting."""
-    if not cfg.train.augment:
+def _pair_sequences(prep: Prepared, rows: np.ndarray, cfg: RunConfig, rng: np.random.Generator,
+                    imitations: np.ndarray | None = None) -> list[torch.Tensor]:
+    """Feature sequences of these rows: the prepared ones, or of freshly perturbed signatures when augmenting;
+    where ``imitations`` (a mask over ``rows``) is set, of an imitation of the row's signature (augmented too)."""
+    mask = np.zeros(len(rows), bool) if imitations is None else np.asarray(imitations, bool)
+    if not cfg.train.augment and not mask.any():
         return [prep.seqs[i] for i in rows]
-    sigs = [augment(prep.sigs[i], rng, cfg.train.augment) for i in rows]
-    return [torch.from_numpy(f) for f in extract_many(sigs, cfg.features)]
+    sigs = [imitate(prep.sigs[i], rng) if m else prep.sigs[i] for i, m in zip(rows, mask)]
+    if cfg.train.augment:
+        return [torch.from_numpy(f) for f in extract_many([augment(sg, rng, cfg.train.augment) for sg in sigs], cfg.features)]
+    seqs = [prep.seqs[i] for i in rows]  # only the imitations are new
+    new = np.flatnonzero(mask)
+    for j, f in zip(new, extract_many([sigs[j] for j in new], cfg.features)):
+        seqs[j] = torch.from_numpy(f)
+    return seqs
 
 
 def _save_bytes(path: Path, obj: Any) -> None:
@@ -677,7 +692,8 @@ def objective(prep: Prepared, cfg: RunConfig, data: str | os.PathLike = "the cor
     try:
         if tc.loss == "template":
             return (EpisodeSampler(train_table, k=tc.val_k, min_refs=MIN_REFERENCES[tc.scoring], n_genuine_queries=tc.episode_genuine,
-                                   n_skilled=tc.episode_skilled, n_random=tc.episode_random, pool=tc.episode_pool),
+                                   n_skilled=tc.episode_skilled, n_random=tc.episode_random, pool=tc.episode_pool,
+                                   n_imitations=tc.episode_imitations),
                     partial(template_ranking_loss, distance=dist, strategy=tc.scoring, scale=tc.rank_scale, global_weight=tc.global_weight,
                             offset_weight=tc.offset_weight))
         return PairSampler(train_table, tuple(tc.mix)), PairLoss(tc.loss, dist, margin=tc.margin)
@@ -775,7 +791,8 @@ def _train_episodes(encoder: TDNN, averaged: TDNN | None, opt: torch.optim.Optim
         raise ConfigError("no training episode has an impostor: the training writers need skilled forgeries or genuine signatures of other writers")
     rows = [np.concatenate([e.rows for e in eps]) for eps in steps]
     flat = np.concatenate(rows)
-    seqs = _pair_sequences(prep, prep.train_rows[flat], cfg, rng)  # augmented once per epoch, like pairs
+    imitations = np.concatenate([e.is_imitation for eps in steps for e in eps])
+    seqs = _pair_sequences(prep, prep.train_rows[flat], cfg, rng, imitations)  # augmented once per epoch, like pairs
     total, start = 0.0, 0
     for si, (eps, r) in enumerate(zip(steps, rows)):
         batch = seqs[start : start + len(r)]

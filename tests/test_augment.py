@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tdnn_siamese.augment import VIRTUAL_MARK, VIRTUAL_WRITERS, augment, virtual_writer
+from tdnn_siamese.augment import IMITATION_DISPLACEMENT, IMITATION_SLOWDOWN, VIRTUAL_MARK, VIRTUAL_WRITERS, augment, imitate, virtual_writer
 from tdnn_siamese.cli import main
 from tdnn_siamese.features import FEATURE_SETS, extract
 from tdnn_siamese.model import load_checkpoint
@@ -147,3 +147,34 @@ def test_a_corpus_whose_writer_names_hold_the_virtual_mark_is_refused_with_virtu
     assert listed == sorted(prep.table.iloc[prep.train_rows]["writer"].unique()) and all(VIRTUAL_MARK in w for w in listed)
     with pytest.raises(ConfigError, match=f"writer name 's{VIRTUAL_MARK}0001' holds"):
         prepare(corpus, RunConfig.from_sections(apply_sets({}, ['train.virtual_writers=["mirror"]'])))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_imitation_keeps_the_points_but_moves_shape_and_rhythm_more_than_augmentation(seed):
+    sig = make_signature(n=150, seed=seed, writer="w", label="genuine", session=1)
+    out = imitate(sig, np.random.default_rng(seed))
+    assert len(out) == len(sig) and out.writer == "w" and out.label == "skilled" and out.session == 1
+    assert np.array_equal(out.pen_down, sig.pen_down) and (np.diff(out.t) > 0).all() and out.t[0] == sig.t[0]
+    dur0, dur1 = sig.t[-1] - sig.t[0], out.t[-1] - out.t[0]
+    assert dur0 - 1e-6 <= dur1 <= dur0 * IMITATION_SLOWDOWN + 1e-6  # never faster, at most that much slower
+    size = max(np.ptp(sig.x), np.ptp(sig.y))
+    shift = np.hypot(out.x - sig.x, out.y - sig.y)
+    assert 0 < shift.max() <= 2 * 3 * IMITATION_DISPLACEMENT * size  # sinusoids of normal amplitudes: bounded in practice
+    # the displacement is smooth (a few slow sinusoids), not noise: its steps are small against its size
+    assert np.abs(np.diff(out.x - sig.x)).max() < 0.2 * np.abs(out.x - sig.x).max()
+
+
+def test_imitations_vary_the_duration_across_draws():
+    sig = make_signature(n=150, seed=9)
+    durations = [np.ptp(imitate(sig, np.random.default_rng(r)).t) for r in range(20)]
+    assert np.ptp(durations) > 0.1 * np.ptp(sig.t) and min(durations) >= np.ptp(sig.t) - 1e-6
+
+
+def test_imitations_are_seeded_and_scale_with_strength():
+    sig = make_signature(n=120, seed=4)
+    a, b = imitate(sig, np.random.default_rng(1)), imitate(sig, np.random.default_rng(1))
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.t, b.t) and np.array_equal(a.pressure, b.pressure)
+    weak, strong = imitate(sig, np.random.default_rng(1), 0.25), imitate(sig, np.random.default_rng(1), 1.0)
+    assert np.abs(weak.x - sig.x).max() < np.abs(strong.x - sig.x).max()
+    with pytest.raises(ValueError, match="strength"):
+        imitate(sig, np.random.default_rng(1), 0.0)

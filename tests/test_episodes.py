@@ -136,3 +136,30 @@ def test_dtw_episodes_score_in_one_batch_what_template_scores_gives(strategy):
     dist = Distance("dtw", frame_dim=3)
     loss = template_ranking_loss(emb, eps, dist, strategy, scale=2.0)
     assert loss.item() == pytest.approx(_manual(emb, eps, dist, strategy, 2.0), rel=1e-9)
+
+
+def test_imitations_are_the_writers_other_genuines_drawn_after_everything_else():
+    t = table(n_gen=9)
+    w, lab = t["writer"].to_numpy(), t["label"].to_numpy()
+    plain = EpisodeSampler(t, k=5, n_genuine_queries=2, n_skilled=2, n_random=1).sample(30, np.random.default_rng(4))[0]
+    with_im = EpisodeSampler(t, k=5, n_genuine_queries=2, n_skilled=2, n_random=1, n_imitations=3).sample(30, np.random.default_rng(4))
+    first = with_im[0]  # imitations are drawn last: the episode is otherwise the one drawn without them
+    assert all(np.array_equal(getattr(first, f), getattr(plain, f)) for f in ("references", "genuine", "impostors"))
+    assert len(plain.imitations) == 0 and not plain.is_imitation.any() and plain.n_impostors == 3
+    for e in with_im:
+        own = w[e.references[0]]
+        assert len(e.imitations) == 3 and len(set(e.imitations)) == 3 and e.n_impostors == 6
+        assert all(w[i] == own and lab[i] == "genuine" for i in e.imitations) and not set(e.imitations) & set(e.references)
+        assert np.array_equal(e.rows[e.is_imitation], e.imitations) and e.is_imitation[-3:].all() and not e.is_imitation[:-3].any()
+
+
+def test_the_loss_counts_imitations_as_impostors():
+    torch.manual_seed(2)
+    dist = Distance("cosine")
+    emb = torch.randn(3 + 2 + 2 + 2, 4, dtype=torch.float64)
+    with_im = [Episode(np.arange(3), np.arange(3, 5), np.arange(5, 7), np.array([3, 4]))]
+    as_impostors = [Episode(np.arange(3), np.arange(3, 5), np.arange(5, 9))]  # the same rows, all called impostors
+    assert template_ranking_loss(emb, with_im, dist, "mean", 2.0).item() == pytest.approx(
+        template_ranking_loss(emb, as_impostors, dist, "mean", 2.0).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="rows"):
+        template_ranking_loss(emb[:-1], with_im, dist, "mean", 2.0)

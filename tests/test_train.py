@@ -615,3 +615,33 @@ def test_a_config_saved_before_keep_initial_reads_back_with_epoch_0_a_candidate(
     old = RunConfig.from_sections({}).to_dict()
     del old["train"]["keep_initial"]
     assert config_difference(RunConfig.from_dict(old).to_dict(), now) == "train.keep_initial = True there, False now"
+
+
+def test_episode_imitations_reach_the_sampler_train_and_are_checked(tmp_path):
+    """train.episode_imitations: that many imitations of the writer's genuines join every episode's impostors;
+    a run with them is seeded and differs from one without; runs saved before the setting read back with none."""
+    cfg = RunConfig.from_sections(apply_sets({}, ["train.episode_imitations=2"]))
+    prep = train_module.prepare(SAMPLE, cfg)
+    sampler, _ = train_module.objective(prep, cfg)
+    eps = sampler.sample(5, np.random.default_rng(0))
+    assert eps and all(len(e.imitations) == 2 for e in eps)
+    rows = np.concatenate([e.rows for e in eps])
+    mask = np.concatenate([e.is_imitation for e in eps])
+    for strength in (0.0, 1.0):  # without augmentation only the imitations are new sequences
+        c = RunConfig.from_sections(apply_sets({}, ["train.episode_imitations=2", f"train.augment={strength}"]))
+        seqs = train_module._pair_sequences(prep, prep.train_rows[rows], c, np.random.default_rng(1), mask)
+        same = [torch.equal(s, prep.seqs[i]) for s, i in zip(seqs, prep.train_rows[rows])]
+        assert not any(np.asarray(same)[mask]) and (all(np.asarray(same)[~mask]) if strength == 0 else not any(same))
+    runs = {"a": ["train.episode_imitations=2"], "b": ["train.episode_imitations=2"], "none": []}
+    for run, sets in runs.items():
+        args = [x for s in sets for x in ("--set", s)]
+        assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "1", *args, *SMALL_TRAIN]) == 0
+    loss = {r: pd.read_csv(tmp_path / r / "metrics.csv")["train_loss"].iloc[1] for r in runs}
+    assert loss["a"] == loss["b"] != loss["none"]
+    for bad, msg in ((["train.episode_imitations=-1"], "integer >= 0"), (["train.episode_imitations=true"], "episode_imitations"),
+                     (["train.episode_imitations=1", "train.loss=contrastive"], "template loss")):
+        with pytest.raises(ConfigError, match=msg):
+            RunConfig.from_sections(apply_sets({}, bad))
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["episode_imitations"]
+    assert RunConfig.from_dict(old).train.episode_imitations == train_module.LATER_TRAIN_FIELDS["episode_imitations"] == 0
