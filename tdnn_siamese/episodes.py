@@ -109,7 +109,7 @@ class EpisodeSampler:
         self.givers = [w for w in names if len(self.genuine[w])]  # writers whose genuines serve as random forgeries
         if not self.writers:
             raise ValueError(f"no writer has {min_refs + 1} genuine signatures: no episode ({min_refs} references and a query) can be made")
-        if len(self.givers) < 2 and not any(len(self.skilled[w]) for w in self.writers):
+        if len(self.givers) < 2 and not any(len(self.skilled[w]) for w in self.writers) and not n_imitations:
             raise ValueError("episodes need impostors: skilled forgeries of a writer with references, or genuine signatures of a second writer")
         self.k, self.min_refs = k, min_refs
         self.n_genuine_queries, self.n_skilled, self.n_random = n_genuine_queries, n_skilled, n_random

@@ -163,9 +163,10 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"scoring {self.scoring!r} needs {MIN_REFERENCES[self.scoring]} references but val_k is {self.val_k}")
         if not self.rank_scale > 0 or self.episode_writers < 1 or self.global_weight < 0:
             raise ConfigError("rank_scale and episode_writers must be positive, global_weight >= 0")
-        if self.episode_genuine < 1 or min(self.episode_skilled, self.episode_random) < 0 or not self.episode_skilled + self.episode_random:
+        if (self.episode_genuine < 1 or min(self.episode_skilled, self.episode_random) < 0
+                or not self.episode_skilled + self.episode_random + max(self.episode_imitations, 0)):
             raise ConfigError("an episode needs a genuine query (episode_genuine >= 1) and impostors "
-                              "(episode_skilled + episode_random >= 1, neither negative)")
+                              "(episode_skilled + episode_random + episode_imitations >= 1, none negative)")
         if not isinstance(self.episode_imitations, int) or isinstance(self.episode_imitations, bool) or self.episode_imitations < 0:
             raise ConfigError(f"episode_imitations must be an integer >= 0, got {self.episode_imitations!r}")
         if self.episode_imitations and self.loss != "template":

@@ -163,3 +163,10 @@ def test_the_loss_counts_imitations_as_impostors():
         template_ranking_loss(emb, as_impostors, dist, "mean", 2.0).item(), rel=1e-12)
     with pytest.raises(ValueError, match="rows"):
         template_ranking_loss(emb[:-1], with_im, dist, "mean", 2.0)
+
+
+def test_imitations_alone_are_impostors_enough():
+    """Writer A has genuines but no forgeries, B only forgeries: refused above, but imitations give A impostors."""
+    t = pd.DataFrame([("A", "genuine")] * 5 + [("B", "skilled")] * 3, columns=["writer", "label"])
+    eps = EpisodeSampler(t, min_refs=2, n_skilled=0, n_random=0, n_imitations=1).sample(3, np.random.default_rng(0))
+    assert len(eps) == 3 and all(len(e.impostors) == 0 and len(e.imitations) == 1 and e.n_impostors == 1 for e in eps)

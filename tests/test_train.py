@@ -642,6 +642,8 @@ def test_episode_imitations_reach_the_sampler_train_and_are_checked(tmp_path):
                      (["train.episode_imitations=1", "train.loss=contrastive"], "template loss")):
         with pytest.raises(ConfigError, match=msg):
             RunConfig.from_sections(apply_sets({}, bad))
+    only = RunConfig.from_sections(apply_sets({}, ["train.episode_imitations=1", "train.episode_skilled=0", "train.episode_random=0"]))
+    assert only.train.episode_imitations == 1  # imitations alone are impostors enough
     old = RunConfig.from_sections({}).to_dict()
     del old["train"]["episode_imitations"]
     assert RunConfig.from_dict(old).train.episode_imitations == train_module.LATER_TRAIN_FIELDS["episode_imitations"] == 0
