@@ -12,7 +12,8 @@ An *episode* is one writer's enrollment and trial, as in prototypical
 networks (Snell, Swersky & Zemel 2017): K genuine references, some other
 genuine signatures of the writer as genuine queries, and as impostor
 queries some of the writer's skilled forgeries and other writers' genuine
-signatures. The loss scores every query against the references with the
+signatures (and, with ``train.episode_imitations``, synthetic forgeries of
+the writer's own genuine signatures: :func:`tdnn_siamese.augment.imitate`). The loss scores every query against the references with the
 verifier's own ``template_scores`` and asks every impostor score to lie
 below every genuine score of the same episode, through the logistic
 (softplus) surrogate of the pairwise ranking error:
