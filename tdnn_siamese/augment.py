@@ -48,7 +48,8 @@ sinusoids, ``IMITATION_DISPLACEMENT`` of the signature's size at
 strength 1), the rhythm is uneven and slower (``IMITATION_SEGMENTS``
 stretches of time with their own speeds, the whole up to
 ``IMITATION_SLOWDOWN`` times longer) and the pressure profile drifts.
-Training then perturbs it like every other signature (:func:`augment`).
+Training then perturbs it like every other signature (:func:`augment`,
+when ``train.augment`` > 0).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ IMITATION_SEGMENTS = 8  # stretches of time of independent speed
 IMITATION_LOG_SPEED = 0.4  # their speeds within exp(+-0.4)
 IMITATION_LOG_PRESSURE = 0.2  # the pressure profile's drift
 _IMITATION_TERMS = 3  # sinusoids per smooth curve
-_IMITATION_CYCLES = (0.5, 3.0)  # their frequencies, in cycles over the signature's duration
+_IMITATION_CYCLES = (0.5, 3.0)  # their frequencies, in cycles over the signature's points
 
 
 def _smooth_curve(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -109,9 +110,10 @@ def _smooth_curve(rng: np.random.Generator, n: int) -> np.ndarray:
     return out * np.sqrt(2.0 / _IMITATION_TERMS)
 
 
-def imitate(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> Signature:
+def imitate(sig: Signature, rng: np.random.Generator, strength: float = 1.0, max_duration: float | None = None) -> Signature:
     """A synthetic skilled forgery of ``sig`` (see the module docstring): displaced shape, uneven and slower
-    rhythm, drifting pressure, each scaled by ``strength``. Same points and pen states; labelled ``skilled``."""
+    rhythm, drifting pressure, each scaled by ``strength``. Same points and pen states; labelled ``skilled``, its
+    source marked ``(imitation)``. ``max_duration`` (ms): slowed down to at most that (never below ``sig``'s own)."""
     if not strength > 0:
         raise ValueError(f"an imitation needs a strength > 0, got {strength}")
     n = len(sig.t)
@@ -126,10 +128,13 @@ def imitate(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> 
         knots_in = np.linspace(0.0, 1.0, IMITATION_SEGMENTS + 1)
         knots_out = np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
         total = dur * rng.uniform(1.0, IMITATION_SLOWDOWN) ** strength
+        if max_duration is not None:
+            total = max(dur, min(total, max_duration))
         t = t0 + total * np.interp((sig.t - t0) / dur, knots_in, knots_out)
     pressure = None if sig.pressure is None else sig.pressure * np.exp(IMITATION_LOG_PRESSURE * strength * _smooth_curve(rng, n))
+    source = None if sig.source is None else f"{sig.source} (imitation)"
     return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=pressure, azimuth=sig.azimuth, altitude=sig.altitude,
-                     writer=sig.writer, label="skilled", session=sig.session, source=sig.source)
+                     writer=sig.writer, label="skilled", session=sig.session, source=source)
 
 
 VIRTUAL_WRITERS = ("mirror", "flip", "reverse")

@@ -12,8 +12,8 @@ An *episode* is one writer's enrollment and trial, as in prototypical
 networks (Snell, Swersky & Zemel 2017): K genuine references, some other
 genuine signatures of the writer as genuine queries, and as impostor
 queries some of the writer's skilled forgeries and other writers' genuine
-signatures (and, with ``train.episode_imitations``, synthetic forgeries of
-the writer's own genuine signatures: :func:`tdnn_siamese.augment.imitate`). The loss scores every query against the references with the
+signatures (and, with ``train.episode_imitations``, synthetic forgeries
+of the writer's own genuine signatures: :func:`tdnn_siamese.augment.imitate`). The loss scores every query against the references with the
 verifier's own ``template_scores`` and asks every impostor score to lie
 below every genuine score of the same episode, through the logistic
 (softplus) surrogate of the pairwise ranking error:
@@ -40,9 +40,6 @@ from .verifier import MIN_REFERENCES, OFFSET_WEIGHT, SPREAD_STRATEGIES, distinct
 EPISODE_POOLS = ("all", "session")  # where an episode's references come from: any genuine, or one session
 
 
-_NO_ROWS = np.empty(0, np.int64)
-
-
 @dataclass(frozen=True)
 class Episode:
     """Row indices of one writer's episode: references, genuine queries, impostor queries, and the genuine
@@ -51,7 +48,7 @@ class Episode:
     references: np.ndarray
     genuine: np.ndarray
     impostors: np.ndarray
-    imitations: np.ndarray = field(default_factory=lambda: _NO_ROWS)
+    imitations: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     @property
     def rows(self) -> np.ndarray:
@@ -61,7 +58,8 @@ class Episode:
     @property
     def is_imitation(self) -> np.ndarray:
         """Per entry of :attr:`rows`: to be replaced by an imitation of that signature."""
-        return np.arange(len(self.rows)) >= len(self.rows) - len(self.imitations)
+        n = len(self.references) + len(self.genuine) + len(self.impostors)
+        return np.arange(n + len(self.imitations)) >= n
 
     @property
     def n_impostors(self) -> int:
@@ -136,7 +134,7 @@ class EpisodeSampler:
             rq = (np.array([rng.choice(self.genuine[others[j]]) for j in rng.choice(len(others), size=min(self.n_random, len(others)), replace=False)],
                            dtype=np.int64) if others and self.n_random else np.empty(0, np.int64))
             imp = np.concatenate([sq, rq]).astype(np.int64)
-            im = _NO_ROWS
+            im = np.empty(0, np.int64)
             if self.n_imitations:  # drawn last, so that episodes without imitations draw as before
                 rest = np.setdiff1d(self.genuine[w], refs)
                 im = rng.choice(rest, size=min(self.n_imitations, len(rest)), replace=False).astype(np.int64)

@@ -163,12 +163,10 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"scoring {self.scoring!r} needs {MIN_REFERENCES[self.scoring]} references but val_k is {self.val_k}")
         if not self.rank_scale > 0 or self.episode_writers < 1 or self.global_weight < 0:
             raise ConfigError("rank_scale and episode_writers must be positive, global_weight >= 0")
-        if (self.episode_genuine < 1 or min(self.episode_skilled, self.episode_random) < 0
-                or not self.episode_skilled + self.episode_random + max(self.episode_imitations, 0)):
+        if (self.episode_genuine < 1 or min(self.episode_skilled, self.episode_random, self.episode_imitations) < 0
+                or not self.episode_skilled + self.episode_random + self.episode_imitations):
             raise ConfigError("an episode needs a genuine query (episode_genuine >= 1) and impostors "
                               "(episode_skilled + episode_random + episode_imitations >= 1, none negative)")
-        if not isinstance(self.episode_imitations, int) or isinstance(self.episode_imitations, bool) or self.episode_imitations < 0:
-            raise ConfigError(f"episode_imitations must be an integer >= 0, got {self.episode_imitations!r}")
         if self.episode_imitations and self.loss != "template":
             raise ConfigError(f"episode_imitations is a setting of the template loss's episodes, not of loss {self.loss!r}")
         if self.episode_pool not in EPISODE_POOLS:
@@ -528,7 +526,9 @@ def _pair_sequences(prep: Prepared, rows: np.ndarray, cfg: RunConfig, rng: np.ra
     mask = np.zeros(len(rows), bool) if imitations is None else np.asarray(imitations, bool)
     if not cfg.train.augment and not mask.any():
         return [prep.seqs[i] for i in rows]
-    sigs = [imitate(prep.sigs[i], rng) if m else prep.sigs[i] for i, m in zip(rows, mask)]
+    fc = cfg.features  # an imitation is slower: variable-length features must still fit max_steps
+    longest = None if fc.n_steps is not None else (fc.max_steps - 1) * 1000.0 / fc.rate_hz
+    sigs = [imitate(prep.sigs[i], rng, max_duration=longest) if m else prep.sigs[i] for i, m in zip(rows, mask)]
     if cfg.train.augment:
         return [torch.from_numpy(f) for f in extract_many([augment(sg, rng, cfg.train.augment) for sg in sigs], cfg.features)]
     seqs = [prep.seqs[i] for i in rows]  # only the imitations are new

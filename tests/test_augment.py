@@ -178,3 +178,14 @@ def test_imitations_are_seeded_and_scale_with_strength():
     assert np.abs(weak.x - sig.x).max() < np.abs(strong.x - sig.x).max()
     with pytest.raises(ValueError, match="strength"):
         imitate(sig, np.random.default_rng(1), 0.0)
+
+
+def test_an_imitation_without_pressure_or_beyond_a_longest_duration():
+    sig = make_signature(n=150, seed=5)
+    sig = Signature(t=sig.t, x=sig.x, y=sig.y, pen_down=sig.pen_down, source="a.txt")
+    dur = np.ptp(sig.t)
+    out = imitate(sig, np.random.default_rng(0))
+    assert out.pressure is None and out.source == "a.txt (imitation)"  # an error names the file it came from, as an imitation
+    capped = [np.ptp(imitate(sig, np.random.default_rng(r), max_duration=dur * 1.05).t) for r in range(20)]
+    assert max(capped) <= dur * 1.05 + 1e-6 and min(capped) >= dur - 1e-6
+    assert np.ptp(imitate(sig, np.random.default_rng(0), max_duration=dur / 2).t) == pytest.approx(dur)  # never faster

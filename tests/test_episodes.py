@@ -170,3 +170,10 @@ def test_imitations_alone_are_impostors_enough():
     t = pd.DataFrame([("A", "genuine")] * 5 + [("B", "skilled")] * 3, columns=["writer", "label"])
     eps = EpisodeSampler(t, min_refs=2, n_skilled=0, n_random=0, n_imitations=1).sample(3, np.random.default_rng(0))
     assert len(eps) == 3 and all(len(e.impostors) == 0 and len(e.imitations) == 1 and e.n_impostors == 1 for e in eps)
+
+
+def test_no_imitations_draw_exactly_as_before_the_setting():
+    t = table(n_gen=9)
+    a = EpisodeSampler(t, k=5, n_genuine_queries=2).sample(40, np.random.default_rng(6))
+    b = EpisodeSampler(t, k=5, n_genuine_queries=2, n_imitations=0).sample(40, np.random.default_rng(6))
+    assert all(np.array_equal(x.rows, y.rows) and len(y.imitations) == 0 for x, y in zip(a, b))

@@ -632,13 +632,17 @@ def test_episode_imitations_reach_the_sampler_train_and_are_checked(tmp_path):
         seqs = train_module._pair_sequences(prep, prep.train_rows[rows], c, np.random.default_rng(1), mask)
         same = [torch.equal(s, prep.seqs[i]) for s, i in zip(seqs, prep.train_rows[rows])]
         assert not any(np.asarray(same)[mask]) and (all(np.asarray(same)[~mask]) if strength == 0 else not any(same))
+    plain = RunConfig.from_sections({})  # without imitations, the epoch's draws are those of runs before the setting
+    a = train_module._pair_sequences(prep, prep.train_rows[rows], plain, np.random.default_rng(2), np.zeros(len(rows), bool))
+    b = train_module._pair_sequences(prep, prep.train_rows[rows], plain, np.random.default_rng(2))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
     runs = {"a": ["train.episode_imitations=2"], "b": ["train.episode_imitations=2"], "none": []}
     for run, sets in runs.items():
         args = [x for s in sets for x in ("--set", s)]
         assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "1", *args, *SMALL_TRAIN]) == 0
     loss = {r: pd.read_csv(tmp_path / r / "metrics.csv")["train_loss"].iloc[1] for r in runs}
     assert loss["a"] == loss["b"] != loss["none"]
-    for bad, msg in ((["train.episode_imitations=-1"], "integer >= 0"), (["train.episode_imitations=true"], "episode_imitations"),
+    for bad, msg in ((["train.episode_imitations=-1"], "none negative"), (["train.episode_imitations=true"], "episode_imitations"),
                      (["train.episode_imitations=1", "train.loss=contrastive"], "template loss")):
         with pytest.raises(ConfigError, match=msg):
             RunConfig.from_sections(apply_sets({}, bad))
