@@ -66,6 +66,17 @@ MAX_LOG_PRESSURE = 0.1
 SEGMENTS = 3
 
 
+def _time_warp(t: np.ndarray, speeds: np.ndarray, duration: float | None = None) -> np.ndarray:
+    """Timestamps ``t`` warped piecewise-linearly: ``len(speeds)`` equal stretches of the original time, each run at
+    its own relative speed (a faster stretch takes less time); the start kept, the whole lasting ``duration``
+    (default: the original's)."""
+    t0, dur = float(t[0]), float(t[-1] - t[0])
+    lengths = (1.0 / len(speeds)) / speeds
+    knots_in = np.linspace(0.0, 1.0, len(speeds) + 1)
+    knots_out = np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
+    return t0 + (dur if duration is None else duration) * np.interp((t - t0) / dur, knots_in, knots_out)
+
+
 def augment(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> Signature:
     """A randomly perturbed copy of ``sig`` (same points, pen states and metadata)."""
     if strength <= 0:
@@ -80,12 +91,7 @@ def augment(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> 
     x, y = c * xs - s * ys, s * xs + c * ys
 
     # time warp: piecewise-linear, monotonic, first and last timestamps kept
-    t0, dur = float(sig.t[0]), float(sig.t[-1] - sig.t[0])
-    speeds = np.exp([u(MAX_LOG_SPEED) for _ in range(SEGMENTS)])
-    lengths = (1.0 / SEGMENTS) / speeds  # a faster segment takes less time
-    knots_in = np.linspace(0.0, 1.0, SEGMENTS + 1)
-    knots_out = np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
-    t = t0 + dur * np.interp((sig.t - t0) / dur, knots_in, knots_out)
+    t = _time_warp(sig.t, np.exp([u(MAX_LOG_SPEED) for _ in range(SEGMENTS)]))
 
     pressure = None if sig.pressure is None else sig.pressure * np.exp(u(MAX_LOG_PRESSURE))
     return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=pressure, azimuth=sig.azimuth, altitude=sig.altitude,
@@ -120,17 +126,14 @@ def imitate(sig: Signature, rng: np.random.Generator, strength: float = 1.0, max
     size = max(float(np.ptp(sig.x)), float(np.ptp(sig.y)), 1e-9)
     amp = IMITATION_DISPLACEMENT * strength * size
     x, y = sig.x + amp * _smooth_curve(rng, n), sig.y + amp * _smooth_curve(rng, n)
-    t0, dur = float(sig.t[0]), float(sig.t[-1] - sig.t[0])
+    dur = float(sig.t[-1] - sig.t[0])
     t = sig.t
     if dur > 0:
         speeds = np.exp(rng.uniform(-IMITATION_LOG_SPEED * strength, IMITATION_LOG_SPEED * strength, IMITATION_SEGMENTS))
-        lengths = (1.0 / IMITATION_SEGMENTS) / speeds
-        knots_in = np.linspace(0.0, 1.0, IMITATION_SEGMENTS + 1)
-        knots_out = np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
         total = dur * rng.uniform(1.0, IMITATION_SLOWDOWN) ** strength
         if max_duration is not None:
             total = max(dur, min(total, max_duration))
-        t = t0 + total * np.interp((sig.t - t0) / dur, knots_in, knots_out)
+        t = _time_warp(sig.t, speeds, total)
     pressure = None if sig.pressure is None else sig.pressure * np.exp(IMITATION_LOG_PRESSURE * strength * _smooth_curve(rng, n))
     source = None if sig.source is None else f"{sig.source} (imitation)"
     return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=pressure, azimuth=sig.azimuth, altitude=sig.altitude,
