@@ -544,7 +544,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", default="bromley", choices=["bromley", "extended", "kinematic", "rich"], help="feature set (default: bromley)")
+    p.add_argument("--features", default="bromley", choices=["bromley", "extended", "kinematic", "rich", "rich_xy"], help="feature set (default: bromley)")
     p.add_argument("--n-steps", type=int, default=200, help="fixed number of time steps (default: 200, as in Bromley et al.)")
     p.add_argument("--variable-length", action="store_true", help="resample at 100 Hz instead of to a fixed length")
 

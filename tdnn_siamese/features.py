@@ -45,6 +45,10 @@ Feature sets (``FEATURE_SETS``):
   radius (log(speed / |angular velocity|), bounded to +-10), centripetal
   and total acceleration, pressure (z-normalised per signature) and its
   rate of change. Needs pressure.
+- ``rich_xy`` (14): ``rich`` plus the pen position x and y (centred on the
+  pen-down points and scaled by their RMS radius), the coordinates that
+  DTW verifiers such as Sharma & Sundaram's and LS-DTW align on beside
+  their derivatives. Needs pressure.
 
 Speeds and accelerations keep physical time, so a slow, careful forgery
 looks slow even after resampling to 200 steps. Their scales are large;
@@ -78,6 +82,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "rich": ("vx", "vy", "speed", "dir_cos", "dir_sin", "acc_tangential", "ang_velocity", "log_radius", "acc_centripetal",
              "acc_total", "pressure", "pressure_rate"),
 }
+FEATURE_SETS["rich_xy"] = ("x", "y", *FEATURE_SETS["rich"])
 _LOG_RADIUS_CLIP = 10.0  # |log curvature radius| bound: a straight stroke has an infinite radius
 _EPS = 1e-9
 MIN_STEPS = 10

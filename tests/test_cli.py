@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,16 @@ def test_synth_then_inspect(tmp_path, capsys):
     assert "13 channels" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "c" / "synth0001" / "g01.csv"), "--features", "rich", "--variable-length"]) == 0
     assert "12 channels" in capsys.readouterr().out
+
+
+def test_inspect_offers_every_feature_set():
+    from tdnn_siamese import cli
+    from tdnn_siamese.features import FEATURE_SETS
+
+    p = argparse.ArgumentParser()
+    cli._add_feature_args(p)
+    choices = next(a.choices for a in p._actions if a.dest == "features")
+    assert sorted(choices) == sorted(FEATURE_SETS)
 
 
 def test_bad_file_gives_one_line_and_exit_2(tmp_path):

@@ -45,6 +45,16 @@ def test_shapes_and_channel_names():
     assert extract(sig).dtype == np.float32
 
 
+def test_rich_xy_is_the_position_then_rich():
+    sig = synth.generate(1, 1, 0, seed=4)[0]
+    both = extract(sig, FeatureConfig(feature_set="rich_xy", n_steps=None, znorm=True))
+    rich = extract(sig, FeatureConfig(feature_set="rich", n_steps=None, znorm=True))
+    bromley = extract(sig, FeatureConfig(feature_set="bromley", n_steps=None, znorm=True))
+    assert both.shape == (len(rich), 14)
+    np.testing.assert_array_equal(both[:, 2:], rich)
+    np.testing.assert_array_equal(both[:, :2], bromley[:, 1:3])  # bromley's x and y
+
+
 def _line_or_circle(kind: str, n: int = 400) -> Signature:
     t = np.arange(n) * 10.0
     if kind == "line":
