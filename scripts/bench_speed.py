@@ -31,7 +31,6 @@ printed; the JSON (--out) holds every figure, the machine and the targets.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -48,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from tdnn_siamese import datasets, formats  # noqa: E402
+from tdnn_siamese.atomic import atomic_write_json  # noqa: E402
 from tdnn_siamese.dtw import DTWVerifier  # noqa: E402
 from tdnn_siamese.evaluate import score_protocols  # noqa: E402
 from tdnn_siamese.features import FEATURE_SETS, FeatureConfig, extract_many  # noqa: E402
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(res)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        atomic_write_json(args.out, res)
         print(f"wrote {args.out}")
     return 0
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tdnn_siamese.atomic import atomic_write_text
+from tdnn_siamese.atomic import atomic_write_json
 from tdnn_siamese.distances import Distance
 from tdnn_siamese.experiment import fold_runs
 from tdnn_siamese.model import CheckpointError, embed_all, load_checkpoint
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean over {len(out['models'])} models, held out: "
           + " ".join(f"{r} {100 * v:.2f}" for r, v in out["mean_held_out"].items()))
     if args.out:
-        atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
+        atomic_write_json(args.out, out)
         print(f"wrote {args.out}")
     return 0
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tdnn_siamese.atomic import atomic_write_text
+from tdnn_siamese.atomic import atomic_write_json
 from tdnn_siamese.distances import Distance
 from tdnn_siamese.experiment import fold_runs
 from tdnn_siamese.metrics import eer
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.out:
-        atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
+        atomic_write_json(args.out, out)
         print(f"wrote {args.out}")
     return 0
 

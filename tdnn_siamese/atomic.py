@@ -7,9 +7,11 @@ flush and fsync it, then ``os.replace`` it over the target.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -33,3 +35,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """Write ``obj`` as indented JSON (and a final newline) to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=default) + "\n")

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError
 from .model import TDNNEnsemble, load_checkpoint, save_checkpoint
 
@@ -78,7 +78,7 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunCon
         diff = config_difference(saved, cfg.to_dict())
         if diff is not None:
             raise ConfigError(f"{out}: the saved run has another configuration ({diff}); resume without changing settings")
-    atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    atomic_write_json(config_path, cfg.to_dict())
     prep = prepare(data, cfg, progress)  # reads and checks the corpus once, before any member starts
     dirs = [members_dir / f"m{m}" for m in range(len(cfgs))]
     threads = max(1, torch.get_num_threads() // len(cfgs))

@@ -24,7 +24,6 @@ deviation). :func:`write_report` writes ``scores.csv``, ``report.json``,
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets
-from .atomic import atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 from .features import FeatureError
 from .formats import InputError
 from .metrics import per_writer_eer, summary
@@ -248,7 +247,7 @@ def write_report(out: str | Path, scores: pd.DataFrame, rep: dict[str, Any]) -> 
     cols = SCORE_COLUMNS + [c for c in ("draw", "fold", "threshold", "raw_score", "tdnn_score", "dtw_score") if c in scores]
     scores[cols].to_csv(buf, index=False, float_format="%.9g", lineterminator="\n")
     atomic_write_text(paths["scores.csv"], buf.getvalue())
-    atomic_write_text(paths["report.json"], json.dumps(rep, indent=2, default=_json_default) + "\n")
+    atomic_write_json(paths["report.json"], rep, default=_json_default)
     atomic_write_text(paths["report.md"], markdown(rep))
     plot_far_frr(scores, paths["far_frr.png"], title=f"{rep.get('method', '')} {rep.get('protocol', '')}".strip())
     plot_det(scores, paths["det.png"], title=f"{rep.get('method', '')} {rep.get('protocol', '')}".strip())

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets
-from .atomic import atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text
 from .dtw import DTWConfig, DTWVerifier
 from .evaluate import EvaluationError, fold_means, report, score_protocols
 from .protocols import ProtocolError, draws_text, fitting_k, sk_protocols
@@ -110,7 +110,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
             for k in ks:
                 fused, fit = fuse_fold(verifier, DTWVerifier(dtw_config), val, test, k, draws, seed, progress)
                 fused["fold"] = f
-                atomic_write_text(done[k].with_suffix(".json"), json.dumps(fit, indent=2) + "\n")
+                atomic_write_json(done[k].with_suffix(".json"), fit)
                 atomic_write_text(done[k], fused.to_csv(index=False, float_format="%.9g", lineterminator="\n"))
                 parts[k].append(fused)
             logger.info("fold %d: %d writers scored in %.0f s", f, len(test_w), time.perf_counter() - t0)

@@ -58,7 +58,7 @@ import pandas as pd
 import torch
 
 from . import __version__, datasets
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
@@ -612,7 +612,7 @@ def train(
     # on resume the weights come from train_state.pt: no init file is needed; else it is found before the corpus is read
     init = "" if resuming else resolve_init(cfg)
     if not resuming:  # a resumed run's config.json is rewritten only once its saved settings are known to be these
-        atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_json(config_path, cfg.to_dict())
 
     prep = prepare(data, cfg, progress)
     tc = cfg.train
@@ -645,7 +645,7 @@ def train(
         diff = config_difference(saved, cfg.to_dict())
         if diff is not None:
             raise ConfigError(f"{out}: the saved run has another configuration ({diff}); resume without changing settings")
-        atomic_write_text(config_path, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_json(config_path, cfg.to_dict())
         init_sha256 = st.get("init_sha256", "")
         if st["fingerprint"] != prep.fingerprint:
             raise ConfigError(f"{out}: the run was trained on other data (fingerprint differs)")

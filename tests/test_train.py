@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tdnn_siamese import atomic, datasets
+from tdnn_siamese import datasets
 from tdnn_siamese.cli import main
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.model import load_checkpoint
@@ -180,20 +180,6 @@ def test_epoch_0_is_a_baseline_unless_keep_initial(tmp_path, monkeypatch, keep_i
     assert m.loc[m["best"], "epoch"].tolist() == [kept]
     assert m["epoch"].max() == kept + 2  # stopped by patience two epochs after the kept one
     assert load_checkpoint(run / "model.pt").provenance["best_epoch"] == kept
-
-
-def test_a_crash_while_writing_leaves_the_old_file(tmp_path, monkeypatch):
-    target = tmp_path / "model.pt"
-    target.write_bytes(b"old model")
-
-    def crash(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(atomic.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        atomic.atomic_write_bytes(target, b"new model")
-    assert target.read_bytes() == b"old model"
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left behind
 
 
 def test_run_folder_is_never_overwritten_and_resume_keeps_settings(tmp_path, capsys):
