@@ -93,7 +93,8 @@ POOLED_TRAIN_DEFAULTS: dict[str, Any] = {"distance": "cosine", "scoring": "gauss
 LATER_TRAIN_FIELDS: dict[str, Any] = {"val_draws": 1, "episode_genuine": 5, "episode_skilled": 5, "episode_random": 2,
                                       "val_draw_pool": "all", "val_strategies": (), "dropout": 0.0,
                                       "keep_initial": True, "episode_pool": "all", "member": 0, "offset_weight": 0.25,
-                                      "virtual_writers": (), "episode_imitations": 0}
+                                      "virtual_writers": (), "episode_imitations": 0,
+                                      "learn_writers": 0}
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class TrainConfig(StrictConfig):
     distance: str = "dtw"  # "dtw" for the "frames" pooling; with any other pooling RunConfig.from_sections defaults to "cosine"
     mix: tuple[float, ...] = BROMLEY_MIX
     val_fraction: float = 0.2
+    learn_writers: int = 0  # > 0: learn from only this many of the training writers (a seeded choice; the validation
+    #   writers stay the same), for learning curves; 0: all of them
     val_k: int = 5
     val_draws: int = 10  # > 1: validation repeated with that many seeded random draws of the references, EERs averaged
     val_draw_pool: str = "sessions"  # where the draws come from: "sessions" = the sessions of the first val_k (as the
@@ -184,6 +187,8 @@ class TrainConfig(StrictConfig):
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.learn_writers < 0:
+            raise ConfigError(f"learn_writers must be 0 (all training writers) or a positive count, got {self.learn_writers}")
         if not 0 < self.val_fraction < 1 or not self.lr > 0 or self.weight_decay < 0 or not self.margin > 0:
             raise ConfigError("val_fraction must be in (0, 1); lr and margin positive; weight_decay >= 0")
         if len(self.mix) != 3 or min(self.mix) < 0 or abs(sum(self.mix) - 1) > 1e-6:
@@ -352,6 +357,7 @@ def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, in
         raise ConfigError(f"{data}: {len(names)} writer(s); training needs at least 3 (2 to learn from, 1 to validate)")
     n_val = min(len(names) - 2, max(2 if len(names) >= 6 else 1, round(cfg.train.val_fraction * len(names))))
     train_w, val_w = datasets.split_writers(names, n_val, seed=cfg.train.seed)
+    train_w = _learning_writers(train_w, cfg.train.learn_writers, cfg.train.seed, data)
     sigs = []
     for i, row in enumerate(table.to_dict("records")):
         sigs.append(datasets.read_row(row))
@@ -366,6 +372,15 @@ def prepare(data: str | os.PathLike, cfg: RunConfig, progress: Callable[[str, in
     rows = lambda ws: np.flatnonzero(table["writer"].isin(ws).to_numpy())  # noqa: E731
     lengths = np.array([len(x) for x in seqs])
     return Prepared(table, sigs, seqs, lengths, cfg.features.n_steps is not None, rows(train_w), rows(val_w), fingerprint, n_real)
+
+
+def _learning_writers(train_w: list[str], n: int, seed: int, data: str | os.PathLike) -> list[str]:
+    """The ``n`` training writers a run learns from (``train.learn_writers``; 0: all), a seeded choice among ``train_w``."""
+    if n == 0 or n == len(train_w):
+        return train_w
+    if n > len(train_w):
+        raise ConfigError(f"{data}: train.learn_writers is {n} but the split leaves {len(train_w)} training writers")
+    return datasets.split_writers(train_w, len(train_w) - n, seed=seed)[0]
 
 
 def _with_virtual_writers(table: pd.DataFrame, sigs: list[Signature], train_w: list[str],

@@ -111,6 +111,33 @@ def test_member_reseeds_training_but_not_the_split_or_the_validation_draws(tmp_p
         RunConfig.from_sections(apply_sets({}, ["train.member=-1"]))
 
 
+def test_learn_writers_keeps_a_seeded_subset_and_the_validation_writers():
+    """train.learn_writers trains on that many of the split's training writers (for learning curves); the
+    validation writers, and so the figures a run is judged by, stay the ones of the full run."""
+    def writers(prep, rows):
+        return set(prep.table.iloc[rows]["writer"])
+
+    full = train_module.prepare(SAMPLE, RunConfig.from_sections({}))
+    n_train = len(writers(full, full.train_rows))
+    assert n_train >= 3
+    some = [train_module.prepare(SAMPLE, RunConfig.from_sections(apply_sets({}, [f"train.learn_writers={n_train - 1}"])))
+            for _ in range(2)]
+    assert np.array_equal(some[0].train_rows, some[1].train_rows)  # seeded
+    kept = writers(some[0], some[0].train_rows)
+    assert len(kept) == n_train - 1 and kept < writers(full, full.train_rows)
+    assert np.array_equal(some[0].val_rows, full.val_rows)
+    assert set(some[0].table.iloc[some[0].train_rows].index) == set(full.table[full.table["writer"].isin(kept)].index)
+    same = train_module.prepare(SAMPLE, RunConfig.from_sections(apply_sets({}, [f"train.learn_writers={n_train}"])))
+    assert np.array_equal(same.train_rows, full.train_rows)
+    with pytest.raises(ConfigError, match=f"learn_writers is {n_train + 1} but the split leaves {n_train} training writers"):
+        train_module.prepare(SAMPLE, RunConfig.from_sections(apply_sets({}, [f"train.learn_writers={n_train + 1}"])))
+    with pytest.raises(ConfigError, match="learn_writers must be"):
+        RunConfig.from_sections(apply_sets({}, ["train.learn_writers=-1"]))
+    old = RunConfig.from_sections({}).to_dict()
+    del old["train"]["learn_writers"]
+    assert RunConfig.from_dict(old).train.learn_writers == 0
+
+
 def test_the_offset_weight_sets_validations_offsets_and_is_stored_in_the_model(tmp_path):
     """train.offset_weight is the share of the references' spread the offset strategies add in validation (so in
     the model's calibration scores), and the model file keeps it for the verifier to score with."""
