@@ -380,6 +380,7 @@ def _learning_writers(train_w: list[str], n: int, seed: int, data: str | os.Path
         return train_w
     if n > len(train_w):
         raise ConfigError(f"{data}: train.learn_writers is {n} but the split leaves {len(train_w)} training writers")
+    logger.info("learning from %d of the %d training writers (train.learn_writers)", n, len(train_w))
     return datasets.split_writers(train_w, len(train_w) - n, seed=seed)[0]
 
 
