@@ -75,14 +75,15 @@ from .signature import OPTIONAL_CHANNELS, Signature
 logger = logging.getLogger(__name__)
 
 BROMLEY = ("pen_down", "x", "y", "speed", "acc_tangential", "acc_centripetal", "dir_cos", "dir_sin")
+RICH = ("vx", "vy", "speed", "dir_cos", "dir_sin", "acc_tangential", "ang_velocity", "log_radius", "acc_centripetal",
+        "acc_total", "pressure", "pressure_rate")
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "bromley": BROMLEY,
     "extended": (*BROMLEY, "curv_cos", "curv_sin", *OPTIONAL_CHANNELS),
     "kinematic": ("vx", "vy", "ax", "ay", "pressure"),
-    "rich": ("vx", "vy", "speed", "dir_cos", "dir_sin", "acc_tangential", "ang_velocity", "log_radius", "acc_centripetal",
-             "acc_total", "pressure", "pressure_rate"),
+    "rich": RICH,
+    "rich_xy": ("x", "y", *RICH),
 }
-FEATURE_SETS["rich_xy"] = ("x", "y", *FEATURE_SETS["rich"])
 _LOG_RADIUS_CLIP = 10.0  # |log curvature radius| bound: a straight stroke has an infinite radius
 _EPS = 1e-9
 MIN_STEPS = 10
