@@ -27,7 +27,6 @@ the mean within folds beside them. The figures are printed and written to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -47,11 +46,7 @@ KINDS = ("genuine", "skilled", "random")
 
 
 def _config(run: Path) -> RunConfig:
-    path = run / "config.json"
-    try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: {e}") from None
+    return RunConfig.read(run / "config.json")
 
 
 def _same_but_member(runs: list[Path], cfgs: list[RunConfig]) -> None:

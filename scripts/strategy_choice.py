@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def rules(strategies: list[str]) -> dict[str, list[str]]:
 
 def model_figures(run: Path) -> dict:
     """Full-validation EER per strategy and held-out EER per rule of one fold model (see the module docstring)."""
-    cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    cfg = RunConfig.read(run / "config.json")
     ck = load_checkpoint(run / "model.pt")
     prep = prepare(run.parent / "train", cfg)
     table = prep.table.iloc[prep.val_rows].reset_index(drop=True)

@@ -24,7 +24,6 @@ and written to ``--out`` (JSON, atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ SEED = 999  # the draws' seed: other draws than any training run's validation (w
 
 def fold_figures(run: Path, draws: int, group: int) -> dict:
     """The validation skilled EERs of one fold model over reference draws (see the module docstring)."""
-    cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+    cfg = RunConfig.read(run / "config.json")
     ck = load_checkpoint(run / "model.pt")
     prep = prepare(run.parent / "train", cfg)
     table = prep.table.iloc[prep.val_rows].reset_index(drop=True)

@@ -27,7 +27,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import logging
 import multiprocessing
 import os
@@ -71,10 +70,7 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunCon
     if resume and config_path.exists():
         from .train import RunConfig
 
-        try:
-            saved = RunConfig.from_dict(json.loads(config_path.read_text())).to_dict()
-        except (ConfigError, ValueError, TypeError) as e:
-            raise ConfigError(f"{config_path}: {e}") from None
+        saved = RunConfig.read(config_path).to_dict()
         diff = config_difference(saved, cfg.to_dict())
         if diff is not None:
             raise ConfigError(f"{out}: the saved run has another configuration ({diff}); resume without changing settings")

@@ -28,7 +28,6 @@ are read back, an unfinished training resumes from its last epoch.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -180,8 +179,8 @@ def _check_finished_fold(fold_dir: Path, run_config) -> None:
     if not path.is_file():  # scores without their run (placed there by hand): nothing to compare
         return
     try:  # compared as resolved configs, as a resumed training run is
-        saved = RunConfig.from_dict(json.loads(path.read_text())).to_dict()
-    except (ConfigError, ValueError, TypeError):
+        saved = RunConfig.read(path).to_dict()
+    except ConfigError:
         raise ProtocolError(f"{path}: not a readable run configuration; remove {fold_dir} to train that fold again") from None
     diff = config_difference(saved, run_config.to_dict())
     if diff is not None:

@@ -239,6 +239,14 @@ class RunConfig:
         cfg.check()
         return cfg
 
+    @classmethod
+    def read(cls, path: Path) -> "RunConfig":
+        """A run's saved ``config.json``; a missing, damaged or unfit file is a `ConfigError` naming ``path``."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as e:  # JSONDecodeError and ConfigError are ValueErrors
+            raise ConfigError(f"{path}: not a readable run configuration: {e}") from None
+
     def check(self) -> None:
         """Sections that fit together: the model's input width and, for fixed-length input, its minimum length."""
         if self.model.n_features != self.features.n_features:

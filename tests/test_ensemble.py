@@ -72,6 +72,11 @@ def test_members_train_apart_and_the_ensemble_is_validated_and_saved_as_one_mode
         train(SAMPLE, ens, _cfg("model.members=2", "train.rank_scale=5"), resume=True)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(SAMPLE, ens, cfg)
+    saved = (ens / "config.json").read_text()
+    (ens / "config.json").write_text("{")  # a damaged config of the ensemble: named, not guessed around
+    with pytest.raises(ConfigError, match=r"config\.json: not a readable run configuration"):
+        train(SAMPLE, ens, cfg, resume=True)
+    (ens / "config.json").write_text(saved)
     # a member that fails is named, with its reason, and the ensemble is not written
     (members[1] / "train_state.pt").write_bytes(b"not a state")
     (ens / "model.pt").unlink()

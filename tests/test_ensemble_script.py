@@ -42,7 +42,7 @@ def test_the_ensemble_is_the_mean_of_its_members_scores(tmp_path, capsys):
         scores = []
         for run in runs:  # one draw: training's validation scores, pooled over draws, are that draw's
             ck = load_checkpoint(run / "model.pt")
-            cfg = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
+            cfg = RunConfig.read(run / "config.json")
             scores.append(validate(ck.encoder, prepare(run.parent / "train", cfg), cfg).scores[ck.scoring])
         g, s = (np.mean([x[kind] for x in scores], axis=0) for kind in ("genuine", "skilled"))
         assert f["ensemble"] == pytest.approx(eer(g, s)[0])

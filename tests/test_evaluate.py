@@ -204,6 +204,16 @@ def test_experiment_with_tdnn_keeps_test_writers_out_of_training(tmp_path, capsy
     err = capsys.readouterr().err
     assert "fold1: this finished fold was trained with other settings (features.znorm = True there, False now)" in err
     assert (out / "fold1" / "run" / "model.pt").stat().st_mtime == mtime
+    # a damaged config.json of a finished fold: refused, naming the file and the way out, and nothing retrained
+    config = out / "fold1" / "run" / "config.json"
+    saved = config.read_text()
+    config.write_text(saved[: len(saved) // 2])
+    assert main(["experiment", "--method", "tdnn", "--data", str(SAMPLE), "--folds", "2", "--out", str(out), "--resume",
+                 "--epochs", "1", *SMALL_TRAIN, *SYNTH_INIT]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: not a readable run configuration; remove {out / 'fold1'}" in err and "Traceback" not in err
+    assert (out / "fold1" / "run" / "model.pt").stat().st_mtime == mtime
+    config.write_text(saved)
     # the same settings, but train.init = "synthetic" now names a file these folds did not start from (here: a small
     # model trained on 4 of the sample's writers, standing in for a rebuilt data/pretrained/synthetic.pt): refused too
     from tdnn_siamese import datasets

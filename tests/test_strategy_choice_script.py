@@ -34,7 +34,7 @@ def test_the_script_scores_every_strategy_as_validation_does_and_rules_on_held_o
     doc = json.loads(out.read_text())
     f = doc["models"][str(fold / "run")]
     assert f["validation_writers"] == 6 and len(f["splits"]) == math.comb(6, 3)
-    cfg = RunConfig.from_dict(json.loads((fold / "run" / "config.json").read_text()))
+    cfg = RunConfig.read(fold / "run" / "config.json")
     ck = load_checkpoint(fold / "run" / "model.pt")
     prep = prepare(fold / "train", cfg)
     strategies = ["mean", "nearest", "wnorm", "mean_offset", "nearest_offset"]

@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -241,6 +242,23 @@ def test_config_sections_sets_and_errors(tmp_path):
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "r"), "--config", str(toml), "--set", "train.epochs=1"]) == 0
     saved = (tmp_path / "r" / "config.json").read_text()
     assert '"loss": "contrastive_squared"' in saved and '"epochs": 1' in saved and '"preset": "bromley"' in saved
+
+
+def test_read_gives_the_saved_config_and_names_the_file_it_cannot_read(tmp_path):
+    cfg = RunConfig.from_sections(apply_sets({}, ["train.lr=0.01"]))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert RunConfig.read(path) == cfg
+    unfit = {**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "n_features": 3}}  # a model that does not fit its features
+    for text, msg in [(None, "No such file"), ("{not json", "Expecting property name"), ('{"train": {}}', "exactly the sections"),
+                      (json.dumps(unfit), "model.n_features is 3")]:
+        if text is not None:
+            path.write_text(text)
+        else:
+            path.unlink()
+        with pytest.raises(ConfigError, match=msg) as e:
+            RunConfig.read(path)
+        assert str(e.value).startswith(f"{path}: not a readable run configuration")
 
 
 def test_default_features_need_pressure_and_the_error_says_what_to_do(tmp_path, capsys):

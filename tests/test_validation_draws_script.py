@@ -28,7 +28,7 @@ def test_the_script_reports_first_k_and_draw_figures_of_each_fold(tmp_path, caps
     assert "fold1 (" in capsys.readouterr().out
     f = json.loads(out.read_text())["fold1"]
     ck = load_checkpoint(fold / "run" / "model.pt")
-    cfg = RunConfig.from_dict(json.loads((fold / "run" / "config.json").read_text()))
+    cfg = RunConfig.read(fold / "run" / "config.json")
     one = validate(ck.encoder, prepare(fold / "train", cfg), RunConfig(cfg.features, cfg.model, cfg.train.replace(val_draws=1)))
     sc = one.scores[ck.scoring]
     assert f["strategy"] == ck.scoring and f["first_k"] == pytest.approx(eer(sc["genuine"], sc["skilled"])[0])
