@@ -45,10 +45,6 @@ from tdnn_siamese.train import RunConfig, draw_scores, prepare
 KINDS = ("genuine", "skilled", "random")
 
 
-def _config(run: Path) -> RunConfig:
-    return RunConfig.read(run / "config.json")
-
-
 def _same_but_member(runs: list[Path], cfgs: list[RunConfig]) -> None:
     """Members must differ in ``train.member`` alone (and each member once)."""
     base = {**cfgs[0].to_dict(), "train": {**cfgs[0].train.to_dict(), "member": None}}
@@ -64,7 +60,7 @@ def _same_but_member(runs: list[Path], cfgs: list[RunConfig]) -> None:
 
 def fold_validation(runs: list[Path]) -> dict:
     """One fold's validation skilled EER (mean over draws) of each member and of the mean of their raw scores."""
-    cfgs = [_config(r) for r in runs]
+    cfgs = [RunConfig.read(r / "config.json") for r in runs]
     _same_but_member(runs, cfgs)
     cfg = cfgs[0]
     prep = prepare(runs[0].parent / "train", cfg)
