@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
@@ -43,17 +43,20 @@ from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError
 from .model import TDNNEnsemble, load_checkpoint, save_checkpoint
 
+if TYPE_CHECKING:  # train imports this module: only the type checker reads this import
+    from .train import RunConfig
+
 logger = logging.getLogger(__name__)
 
 
-def member_configs(cfg: "RunConfig") -> list["RunConfig"]:  # noqa: F821 (train imports this module)
+def member_configs(cfg: RunConfig) -> list[RunConfig]:
     """Each member's own run configuration: one encoder of the ensemble's architecture, ``train.member`` = its number."""
     from .train import RunConfig
 
     return [RunConfig(cfg.features, cfg.model.member, dataclasses.replace(cfg.train, member=m)) for m in range(cfg.model.members)]
 
 
-def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: "RunConfig", *, resume: bool = False,  # noqa: F821
+def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: RunConfig, *, resume: bool = False,
                    progress: Callable[..., None] | None = None) -> Path:
     """Train the members (at once, one process each), validate them together and write ``out/model.pt``,
     ``out/metrics.csv`` (each member's kept epoch and the ensemble's validation) and ``out/config.json``."""
