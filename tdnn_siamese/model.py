@@ -117,6 +117,8 @@ class TDNNConfig(StrictConfig):
     #   more frames; zero frames pad the embedding)
     members: int = 1  # "frames" only: > 1 = an ensemble (TDNNEnsemble) of this many encoders of this architecture,
     #   trained apart; their frame sequences side by side in the embedding, each aligned on its own (Distance.members)
+    recurrent: int = 0  # "frames" only: > 0 = a bidirectional GRU of this many outputs (half per direction) over each
+    #   signature's frames before they are projected: every frame then sees the whole signature (DsDTW's CNN-GRU); 0: none
 
     def validate(self) -> None:
         n = len(self.channels)
@@ -139,6 +141,10 @@ class TDNNConfig(StrictConfig):
             raise ConfigError(f"frame_steps is a setting of the 'frames' pooling, not of {self.pooling!r}")
         if not isinstance(self.members, int) or isinstance(self.members, bool) or self.members < 1:
             raise ConfigError(f"members must be an integer >= 1, got {self.members!r}")
+        if not isinstance(self.recurrent, int) or isinstance(self.recurrent, bool) or self.recurrent < 0 or self.recurrent % 2:
+            raise ConfigError(f"recurrent must be an even integer >= 0 (half of it per direction), got {self.recurrent!r}")
+        if self.recurrent and self.pooling != "frames":
+            raise ConfigError(f"recurrent is a setting of the 'frames' pooling, not of {self.pooling!r}")
         if self.members > 1 and self.pooling != "frames":
             raise ConfigError(f"an ensemble (members > 1) is made of 'frames' encoders, not of {self.pooling!r} ones")
 
@@ -166,13 +172,13 @@ class TDNNConfig(StrictConfig):
     @property
     def frame_dim(self) -> int:
         """Values per frame of the ``frames`` pooling (its embedding is ``segments`` such frames, flattened)."""
-        return self.embedding_dim or self.channels[-1]
+        return self.embedding_dim or self.pooled_dim
 
     @property
     def pooled_dim(self) -> int:
         """Width of the pooled vector the projection takes (of each frame, for ``frames``)."""
         if self.pooling == "frames":
-            return self.channels[-1]
+            return self.recurrent or self.channels[-1]
         return self.channels[-1] * (2 if self.pooling == "stats" else 1) * self.segments
 
     @property
@@ -220,6 +226,7 @@ class TDNN(nn.Module):
         self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
         self.act = torch.tanh if cfg.activation == "tanh" else F.relu
         self.dropout = 0.0  # in train() mode: share of each layer's activations zeroed at random (training sets it)
+        self.rnn = nn.GRU(cfg.channels[-1], cfg.recurrent // 2, batch_first=True, bidirectional=True) if cfg.recurrent else None
         self.proj = nn.Linear(cfg.pooled_dim, cfg.embedding_dim) if cfg.embedding_dim else nn.Identity()
 
     def _segment_pool(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -263,7 +270,11 @@ class TDNN(nn.Module):
             counts = frame_counts(lengths, S, self.cfg.frame_steps)
             n = int(counts.max())  # frames past the batch's longest count are zero: not computed (a rate-based batch needs few of S)
             w = _segment_weights(lengths, h.shape[-1], n, counts).to(h.dtype)
-            frames = F.normalize(self.proj(torch.einsum("bct,bst->bsc", h, w)), dim=-1)
+            pooled = torch.einsum("bct,bst->bsc", h, w)  # (B, n, C)
+            if self.rnn is not None:  # over each signature's own frames only, so padding never reaches the backward pass
+                packed = nn.utils.rnn.pack_padded_sequence(pooled, counts.cpu(), batch_first=True, enforce_sorted=False)
+                pooled = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=n)[0]
+            frames = F.normalize(self.proj(pooled), dim=-1)
             if self.cfg.frame_steps:  # frames past a signature's own count are zero: DTW reads its length from them
                 frames = frames * (torch.arange(n, device=x.device)[None, :] < counts[:, None]).to(h.dtype)[..., None]
             if n < S:

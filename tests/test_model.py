@@ -181,6 +181,34 @@ def _save(path, enc=None, **over):
     return enc
 
 
+def test_a_recurrent_encoder_gives_every_frame_the_whole_signature_and_ignores_padding(tmp_path):
+    """``recurrent`` (DsDTW's CNN-GRU): a bidirectional GRU over each signature's own frames, so the first frame
+    hears the end of the signature, which the convolutions' 23 steps cannot reach; padding still changes nothing."""
+    torch.manual_seed(0)
+    enc = TDNN(TDNNConfig.from_preset("modern", 8, recurrent=32).member).eval()
+    plain = TDNN(TDNNConfig.from_preset("modern", 8).member).eval()
+    assert enc.cfg.frame_dim == 32 and enc.cfg.output_dim == enc.cfg.segments * 32
+    seqs = [torch.randn(n, 8) for n in (90, 213, 41, 150, 1)]
+    alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
+    counts = (alone.reshape(len(seqs), -1, 32).norm(dim=-1) > 0).sum(1).tolist()
+    assert counts == [23, 54, 11, 38, 1]
+    x, lengths = pad_batch(seqs)
+    x = x + (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None]) * 7.0  # garbage past the end
+    torch.testing.assert_close(enc(x, lengths), alone, rtol=1e-5, atol=1e-5)
+    s = seqs[1]
+    late = torch.cat([s[:40], s[40:] + 1.0])  # only steps from 40 on differ: past the 4 + 11 steps frame 0 can see
+    first = lambda e, q: e(q[None])[0, : e.cfg.frame_dim]  # noqa: E731
+    torch.testing.assert_close(first(plain, late), first(plain, s))
+    assert not torch.allclose(first(enc, late), first(enc, s), atol=1e-4)
+    enc.set_input_stats(torch.zeros(8), torch.ones(8))
+    _save(tmp_path / "model.pt", enc)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "model.pt").encoder(x, lengths), enc(x, lengths))
+    with pytest.raises(ConfigError, match="even integer"):
+        TDNNConfig.from_preset("modern", 8, recurrent=33)
+    with pytest.raises(ConfigError, match="'frames' pooling"):
+        TDNNConfig.from_preset("modern", 8, recurrent=32, pooling="stats")
+
+
 def test_checkpoint_round_trip_is_self_contained(tmp_path):
     enc = _save(tmp_path / "model.pt")
     ck = load_checkpoint(tmp_path / "model.pt")
