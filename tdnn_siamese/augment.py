@@ -16,6 +16,15 @@ feature set sees it:
   sets z-normalise pressure per signature and so do not see it; it is
   there for the raw-pressure features a user may add.
 
+**Stroke-level perturbation** (:func:`perturb_strokes`,
+``train.augment_strokes``; off by default) varies each pen-down stroke on
+its own, as a writer's strokes vary from one signature to the next: every
+stroke's pen movements are rotated and scaled by its own small amounts and
+drawn at its own speed. It acts on the steps between points, so the
+trajectory stays continuous (later strokes follow where the changed one
+ends), pen-up movements keep their shape and timing, and the whole lasts
+as long as before.
+
 ``strength`` scales every range; 0 returns the signature unchanged. The
 caller passes the ``numpy.random.Generator``: nothing here seeds itself.
 
@@ -64,6 +73,9 @@ MAX_LOG_SCALE = 0.1  # x and y scalings within exp(+-0.1)
 MAX_LOG_SPEED = 0.15  # per time segment
 MAX_LOG_PRESSURE = 0.1
 SEGMENTS = 3
+MAX_STROKE_ROTATION_DEG = 5.0  # per pen-down stroke, at strength 1
+MAX_STROKE_LOG_SCALE = 0.1
+MAX_STROKE_LOG_SPEED = 0.15
 
 
 def _time_warp(t: np.ndarray, speeds: np.ndarray, duration: float | None = None) -> np.ndarray:
@@ -95,6 +107,37 @@ def augment(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> 
 
     pressure = None if sig.pressure is None else sig.pressure * np.exp(u(MAX_LOG_PRESSURE))
     return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=pressure, azimuth=sig.azimuth, altitude=sig.altitude,
+                     writer=sig.writer, label=sig.label, session=sig.session, source=sig.source)
+
+
+def strokes(pen_down: np.ndarray) -> list[tuple[int, int]]:
+    """The pen-down strokes as ``(start, stop)`` index ranges: maximal runs of pen-down points."""
+    d = np.diff(np.concatenate([[0], pen_down.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+def perturb_strokes(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> Signature:
+    """A copy of ``sig`` whose pen-down strokes each get their own rotation, scaling and speed (see the module
+    docstring); the steps between points of a stroke change, the first point, pen-up steps and duration do not."""
+    if strength <= 0:
+        return sig
+    u = lambda m: rng.uniform(-m * strength, m * strength)  # noqa: E731
+    dx, dy, dt = np.diff(sig.x), np.diff(sig.y), np.diff(sig.t)
+    for a, b in strokes(sig.pen_down):
+        if b - a < 2:  # a single point has no movement of its own
+            continue
+        theta, scale, speed = np.deg2rad(u(MAX_STROKE_ROTATION_DEG)), np.exp(u(MAX_STROKE_LOG_SCALE)), np.exp(u(MAX_STROKE_LOG_SPEED))
+        c, s = np.cos(theta), np.sin(theta)
+        sx, sy = dx[a : b - 1].copy(), dy[a : b - 1].copy()  # steps from point i to i+1 inside the stroke
+        dx[a : b - 1], dy[a : b - 1] = scale * (c * sx - s * sy), scale * (s * sx + c * sy)
+        dt[a : b - 1] = dt[a : b - 1] / speed
+    x = sig.x[0] + np.concatenate([[0.0], np.cumsum(dx)])
+    y = sig.y[0] + np.concatenate([[0.0], np.cumsum(dy)])
+    t = sig.t[0] + np.concatenate([[0.0], np.cumsum(dt)])
+    total, dur = float(t[-1] - t[0]), float(sig.t[-1] - sig.t[0])
+    if total > 0:  # the whole keeps its duration: a slower hand overall is a forger's, not a variation
+        t = sig.t[0] + (t - t[0]) * (dur / total)
+    return Signature(t=t, x=x, y=y, pen_down=sig.pen_down, pressure=sig.pressure, azimuth=sig.azimuth, altitude=sig.altitude,
                      writer=sig.writer, label=sig.label, session=sig.session, source=sig.source)
 
 

@@ -62,7 +62,7 @@ from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import ConfigError, StrictConfig
 from .distances import KINDS as DISTANCES
 from .distances import Distance
-from .augment import VIRTUAL_MARK, VIRTUAL_WRITERS, augment, imitate, virtual_writer
+from .augment import VIRTUAL_MARK, VIRTUAL_WRITERS, augment, imitate, perturb_strokes, virtual_writer
 from .episodes import EPISODE_POOLS, EpisodeSampler, template_ranking_loss
 from .features import FeatureConfig, check_lengths, extract_many
 from .losses import NAMES as LOSSES
@@ -140,6 +140,8 @@ class TrainConfig(StrictConfig):
     keep_initial: bool = False  # may epoch 0 (the initial weights, validated as a baseline) be the kept model? False: the
     #   kept model is a trained one and patience counts from epoch 1 (runs before this setting: True)
     augment: float = 1.0  # > 0: strength of random perturbations of each training signature (tdnn_siamese.augment); 0: off
+    augment_strokes: float = 0.0  # > 0: strength of each pen-down stroke's own perturbation (augment.perturb_strokes), after
+    #   the whole signature's; 0: off
     init: str = ""  # "": random initial weights; "synthetic": the shipped model pre-trained on synthetic writers
     #   (PRETRAINED), when it fits the architecture and features, else random weights; a path: that model.pt (it must fit)
     seed: int = 0
@@ -181,8 +183,8 @@ class TrainConfig(StrictConfig):
                               "--preset bromley or --set model.pooling=stats)")
         if min(self.epochs, self.pairs_per_epoch, self.batch_size, self.val_k, self.val_draws, self.patience) < 1:
             raise ConfigError("epochs, pairs_per_epoch, batch_size, val_k, val_draws and patience must be positive")
-        if not 0 <= self.augment <= 3:
-            raise ConfigError(f"augment is a strength between 0 (off) and 3, got {self.augment}")
+        if not 0 <= self.augment <= 3 or not 0 <= self.augment_strokes <= 3:
+            raise ConfigError(f"augment and augment_strokes are strengths between 0 (off) and 3, got {self.augment} and {self.augment_strokes}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if not 0 <= self.dropout < 1:
@@ -548,13 +550,17 @@ def _pair_sequences(prep: Prepared, rows: np.ndarray, cfg: RunConfig, rng: np.ra
     """Feature sequences of these rows: the prepared ones, or of freshly perturbed signatures when augmenting;
     where ``imitations`` (a mask over ``rows``) is set, of an imitation of the row's signature (augmented too)."""
     mask = np.zeros(len(rows), bool) if imitations is None else np.asarray(imitations, bool)
-    if not cfg.train.augment and not mask.any():
+    tc = cfg.train
+    if not tc.augment and not tc.augment_strokes and not mask.any():
         return [prep.seqs[i] for i in rows]
     fc = cfg.features  # an imitation is slower: variable-length features must still fit max_steps
     longest = None if fc.n_steps is not None else (fc.max_steps - 1) * 1000.0 / fc.rate_hz
     sigs = [imitate(prep.sigs[i], rng, max_duration=longest) if m else prep.sigs[i] for i, m in zip(rows, mask)]
-    if cfg.train.augment:
-        return [torch.from_numpy(f) for f in extract_many([augment(sg, rng, cfg.train.augment) for sg in sigs], cfg.features)]
+    if tc.augment or tc.augment_strokes:  # the stroke perturbation draws nothing when off: the whole's draws stay as they were
+        sigs = [augment(sg, rng, tc.augment) for sg in sigs]
+        if tc.augment_strokes:
+            sigs = [perturb_strokes(sg, rng, tc.augment_strokes) for sg in sigs]
+        return [torch.from_numpy(f) for f in extract_many(sigs, cfg.features)]
     seqs = [prep.seqs[i] for i in rows]  # only the imitations are new
     new = np.flatnonzero(mask)
     for j, f in zip(new, extract_many([sigs[j] for j in new], cfg.features)):

@@ -3,11 +3,14 @@ import pandas as pd
 import pytest
 import torch
 
-from tdnn_siamese.augment import IMITATION_DISPLACEMENT, IMITATION_SLOWDOWN, VIRTUAL_MARK, VIRTUAL_WRITERS, augment, imitate, virtual_writer
+from tdnn_siamese.augment import (IMITATION_DISPLACEMENT, IMITATION_SLOWDOWN, VIRTUAL_MARK, VIRTUAL_WRITERS, augment, imitate, perturb_strokes,
+                                  strokes, virtual_writer)
 from tdnn_siamese.cli import main
+from tdnn_siamese.config import ConfigError
 from tdnn_siamese.features import FEATURE_SETS, extract
 from tdnn_siamese.model import load_checkpoint
 from tdnn_siamese.signature import Signature
+from tdnn_siamese.train import RunConfig, _pair_sequences, apply_sets, prepare
 
 from .conftest import SAMPLE, SMALL_TRAIN, make_signature
 
@@ -60,6 +63,67 @@ def test_training_with_augmentation_is_seeded(tmp_path):
     a, b = (load_checkpoint(tmp_path / r / "model.pt") for r in ("a", "b"))
     assert all(torch.equal(a.encoder.state_dict()[k], b.encoder.state_dict()[k]) for k in a.encoder.state_dict())
     assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / "c"), "--epochs", "1", "--set", "train.augment=5"]) == 2
+
+
+def test_strokes_are_the_runs_of_pen_down_points():
+    assert strokes(np.array([1, 1, 0, 0, 1, 0, 1, 1, 1], bool)) == [(0, 2), (4, 5), (6, 9)]
+    assert strokes(np.zeros(4, bool)) == [] and strokes(np.ones(3, bool)) == [(0, 3)]
+
+
+def _three_strokes(seed: int) -> Signature:
+    sig = make_signature(n=150, seed=seed)
+    down = np.ones(150, bool)
+    down[[40, 41, 42, 100]] = False  # strokes 0-39, 43-99, 101-149; pen-up steps 39->40 ... 42->43 and 99->100->101
+    return Signature(t=sig.t, x=sig.x, y=sig.y, pen_down=down, pressure=sig.pressure)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_each_stroke_is_rotated_scaled_and_timed_on_its_own_within_the_ranges(seed):
+    sig = _three_strokes(seed)
+    out = perturb_strokes(sig, np.random.default_rng(seed), 1.0)
+    assert len(out) == len(sig) and np.array_equal(out.pen_down, sig.pen_down) and np.array_equal(out.pressure, sig.pressure)
+    assert (out.x[0], out.y[0], out.t[0]) == (sig.x[0], sig.y[0], sig.t[0]) and out.t[-1] == pytest.approx(sig.t[-1])
+    assert (np.diff(out.t) > 0).all()
+    z0, z1 = np.diff(sig.x + 1j * sig.y), np.diff(out.x + 1j * out.y)  # the steps between points
+    pen_up = [39, 40, 41, 42, 99, 100]
+    np.testing.assert_allclose(z1[pen_up], z0[pen_up], atol=1e-9)  # pen-up movements keep their shape
+    factors, speeds = [], []
+    for a, b in [(0, 40), (43, 100), (101, 150)]:
+        ratio = z1[a : b - 1] / z0[a : b - 1]  # one complex factor per stroke: a rotation and a scaling of all its steps
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+        assert abs(np.log(abs(ratio[0]))) <= 0.1 + 1e-12 and abs(np.angle(ratio[0], deg=True)) <= 5 + 1e-9
+        factors.append(ratio[0])
+        speeds.append((np.diff(sig.t)[a : b - 1] / np.diff(out.t)[a : b - 1]).mean())
+    assert len(set(np.round(factors, 9))) == 3  # the strokes' own draws
+    renorm = np.diff(sig.t)[pen_up] / np.diff(out.t)[pen_up]  # pen-up steps change only by the duration's renormalisation
+    np.testing.assert_allclose(renorm, renorm[0])
+    assert all(abs(np.log(s / renorm[0])) <= 0.15 + 1e-9 for s in speeds) and max(speeds) > min(speeds)
+    assert perturb_strokes(sig, np.random.default_rng(0), 0.0) is sig
+    again = perturb_strokes(sig, np.random.default_rng(seed), 1.0)
+    assert np.array_equal(again.x, out.x) and np.array_equal(again.t, out.t)
+
+
+def test_training_applies_stroke_perturbation_only_when_asked(tmp_path):
+    """``train.augment_strokes`` perturbs the strokes after the whole signature's augmentation; at 0 (the default)
+    it draws nothing, so augmented sequences stay exactly those of the augmentation alone."""
+    def seqs(**train):
+        cfg = RunConfig.from_sections(apply_sets({}, ["model.members=1", *(f"train.{k}={v}" for k, v in train.items())]))
+        prep = prepare(SAMPLE, cfg, None)
+        rows = prep.train_rows[:6]
+        return prep, rows, _pair_sequences(prep, rows, cfg, np.random.default_rng(3))
+
+    prep, rows, plain = seqs(augment=0)
+    assert all(torch.equal(a, prep.seqs[i]) for a, i in zip(plain, rows))
+    _, _, whole = seqs()
+    _, _, both = seqs(augment_strokes=1)
+    _, _, only = seqs(augment=0, augment_strokes=1)
+    rng = np.random.default_rng(3)
+    cfg = RunConfig.from_sections({"model": {"members": 1}})
+    by_hand = [extract(augment(prep.sigs[i], rng, 1.0), cfg.features) for i in rows]
+    assert all(np.allclose(a.numpy(), b) for a, b in zip(whole, by_hand))
+    assert not any(torch.equal(a, b) for a, b in zip(both, whole)) and not any(torch.equal(a, p) for a, p in zip(only, plain))
+    with pytest.raises(ConfigError, match="augment_strokes"):
+        RunConfig.from_sections({"train": {"augment_strokes": 4}})
 
 
 @pytest.mark.parametrize("kind", VIRTUAL_WRITERS)
