@@ -99,7 +99,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         fold_dir.mkdir(parents=True, exist_ok=True)
         test = table[table.writer.isin(test_w)].reset_index(drop=True)
         if method in ("tdnn", "fusion"):
-            manifest = datasets.write_manifest(table[table.writer.isin(train_w)].to_dict("records"), fold_dir / "train" / "manifest.csv")
+            manifest = write_fold_training(table, train_w, fold_dir)
             model_path = train(manifest.parent, fold_dir / "run", run_config, resume=resume and (fold_dir / "run").exists(),
                                progress=progress)
             verifier = Verifier.from_checkpoint(model_path)
@@ -157,6 +157,12 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         rep["within_fold_global_mean"] = fold_means(pooled)
         results[k] = (pooled, rep)
     return results
+
+
+def write_fold_training(table: pd.DataFrame, train_writers: Sequence[str], fold_dir: Path) -> Path:
+    """The fold's training writers' rows as ``fold_dir/train/manifest.csv`` (absolute paths): what its model learns
+    from and validates on."""
+    return datasets.write_manifest(table[table.writer.isin(train_writers)].to_dict("records"), fold_dir / "train" / "manifest.csv")
 
 
 def fold_runs(experiment: str | Path) -> list[Path]:
