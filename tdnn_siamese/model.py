@@ -41,6 +41,12 @@ steps is pooled separately and the S vectors are concatenated, so the
 embedding keeps the coarse temporal order (a uniform time alignment, the
 cheap cousin of DTW's).
 
+With ``recurrent = R > 0`` (off by default) a bidirectional GRU runs over
+each signature's own frames (packed: padding never reaches it) before
+their projection, DsDTW's CNN-GRU (Jiang et al., IEEE TIFS 2022), so every
+frame hears the whole signature; on SVC2004 it memorised the training
+writers (README, "Ablation", (az)).
+
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) hold everything
 needed to use a model: format version, model and feature configs, weights,
 the default scoring strategy and its calibrated threshold, validation scores
