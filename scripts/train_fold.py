@@ -10,8 +10,9 @@ written to ``foldN/train/manifest.csv``, the same settings (defaults, then
 one process (and by default one thread) each, and a later ``tdnn-siamese
 experiment --resume --out EXPERIMENT_DIR`` with the same settings reads the
 finished runs back, trains only the folds still missing and scores the
-test writers. Prints the kept epoch and its validation skilled EER; reads
-no test writer. README, "Ablation", (az) and (ba) were screened so.
+test writers. Prints the kept epoch (an ensemble's: each member's) and the
+validation skilled EER; reads no test writer. README, "Ablation", (az)
+and (ba) were screened so.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 
 from tdnn_siamese import datasets
-from tdnn_siamese.experiment import write_fold_training
+from tdnn_siamese.experiment import initial_model, write_fold_training
 from tdnn_siamese.train import RunConfig, apply_sets, train
 
 
@@ -37,10 +38,24 @@ def train_fold(data: str | Path, out: str | Path, fold: int, folds: int, seed: i
         raise ValueError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
     if not 1 <= fold <= folds:
         raise ValueError(f"--fold must be between 1 and --folds ({folds}), got {fold}")
+    initial_model(cfg, table)  # as experiment: a train.init model trained on this corpus is refused
     train_w, _ = list(datasets.writer_folds(names, folds, seed))[fold - 1]
     fold_dir = Path(out) / f"fold{fold}"
     manifest = write_fold_training(table, train_w, fold_dir)
     return train(manifest.parent, fold_dir / "run", cfg, resume=resume)
+
+
+def summary(run: Path) -> str:
+    """The kept epoch(s) and validation skilled EER of a finished run, from its ``metrics.csv`` (one encoder's epochs,
+    or an ensemble's members and then the ensemble)."""
+    rows = pd.read_csv(run / "metrics.csv")
+    if "member" in rows.columns:
+        members, ens = rows.iloc[:-1], rows.iloc[-1]
+        return (f"an ensemble of {len(members)}, members' kept epochs {', '.join(str(int(e)) for e in members['kept_epoch'])}, "
+                f"validation skilled EER {100 * ens['val_eer_skilled']:.2f}% (members "
+                f"{', '.join(f'{100 * x:.2f}%' for x in members['val_eer_skilled'])})")
+    kept = rows[rows["best"]].iloc[-1]
+    return f"kept epoch {int(kept['epoch'])} of {int(rows['epoch'].max())}, validation skilled EER {100 * kept['val_eer_skilled']:.2f}%"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,13 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         model = train_fold(args.data, args.out, args.fold, args.folds, args.seed, args.set, args.resume)
-        rows = pd.read_csv(model.parent / "metrics.csv")
     except (ValueError, OSError) as e:  # the toolkit's input, config and checkpoint errors are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
-    kept = rows[rows["best"]].iloc[-1]
-    print(f"fold {args.fold}: kept epoch {int(kept['epoch'])} of {int(rows['epoch'].max())}, validation skilled EER "
-          f"{100 * kept['val_eer_skilled']:.2f}%; model: {model}")
+    print(f"fold {args.fold}: {summary(model.parent)}; model: {model}")
     return 0
 
 

@@ -22,8 +22,8 @@ its own, as a writer's strokes vary from one signature to the next: every
 stroke's pen movements are rotated and scaled by its own small amounts and
 drawn at its own speed. It acts on the steps between points, so the
 trajectory stays continuous (later strokes follow where the changed one
-ends), pen-up movements keep their shape and timing, and the whole lasts
-as long as before.
+ends) and pen-up movements keep their shape; then all time steps are
+rescaled together so that the whole lasts as long as before.
 
 ``strength`` scales every range; 0 returns the signature unchanged. The
 caller passes the ``numpy.random.Generator``: nothing here seeds itself.
@@ -118,7 +118,8 @@ def strokes(pen_down: np.ndarray) -> list[tuple[int, int]]:
 
 def perturb_strokes(sig: Signature, rng: np.random.Generator, strength: float = 1.0) -> Signature:
     """A copy of ``sig`` whose pen-down strokes each get their own rotation, scaling and speed (see the module
-    docstring); the steps between points of a stroke change, the first point, pen-up steps and duration do not."""
+    docstring): a stroke's steps between points change; the first point, the pen-up movements' shape and the
+    duration do not (every time step is rescaled by one factor for that, so speeds are relative to it)."""
     if strength <= 0:
         return sig
     u = lambda m: rng.uniform(-m * strength, m * strength)  # noqa: E731

@@ -54,7 +54,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
 
     Each fold's model is trained once and scored with every protocol.
     """
-    from .train import RunConfig, file_sha256, resolve_init, train
+    from .train import RunConfig, file_sha256, train
     from .verifier import Verifier, VerifierError
 
     if method not in METHODS:
@@ -65,21 +65,7 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
     if not 2 <= folds <= len(names):
         raise ProtocolError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
     run_config = run_config or RunConfig.from_sections({})
-    init = resolve_init(run_config) if method != "dtw" else ""
-    if init:  # a model to fine-tune must not have seen this corpus: its writers are the test folds
-        from .model import CheckpointError, load_checkpoint
-
-        try:
-            prov = load_checkpoint(init).provenance
-        except CheckpointError as e:
-            raise ProtocolError(f"train.init: {e}") from None
-        if prov.get("data_fingerprint") == datasets.fingerprint(table):
-            raise ProtocolError(f"train.init: {init} was trained on this corpus, so every fold's test writers "
-                                "would reach training; pre-train on other data (e.g. synthetic writers)")
-        shared = set(map(str, prov.get("train_writers", []) + prov.get("val_writers", []))) & set(map(str, names))
-        if shared:  # a subset of this corpus has another fingerprint; same names may also be chance (U1 of two corpora)
-            logger.warning("train.init: %s was trained on writers named like %d of this corpus's (%s...): if they are the same "
-                           "people, the test folds are not independent of it", init, len(shared), ", ".join(sorted(shared)[:3]))
+    init = initial_model(run_config, table) if method != "dtw" else ""
     init_sha256 = file_sha256(init) if init else ""
     parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
     for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
@@ -157,6 +143,30 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         rep["within_fold_global_mean"] = fold_means(pooled)
         results[k] = (pooled, rep)
     return results
+
+
+def initial_model(run_config, table: pd.DataFrame) -> str:
+    """The model file the folds' training starts from (``train.init``; ``""``: random weights), refused
+    (`ProtocolError`) when it was trained on this corpus: every fold's test writers would have reached training."""
+    from .model import CheckpointError, load_checkpoint
+    from .train import resolve_init
+
+    init = resolve_init(run_config)
+    if not init:
+        return init
+    try:
+        prov = load_checkpoint(init).provenance
+    except CheckpointError as e:
+        raise ProtocolError(f"train.init: {e}") from None
+    if prov.get("data_fingerprint") == datasets.fingerprint(table):
+        raise ProtocolError(f"train.init: {init} was trained on this corpus, so every fold's test writers "
+                            "would reach training; pre-train on other data (e.g. synthetic writers)")
+    names = datasets.writers(table)
+    shared = set(map(str, prov.get("train_writers", []) + prov.get("val_writers", []))) & set(map(str, names))
+    if shared:  # a subset of this corpus has another fingerprint; same names may also be chance (U1 of two corpora)
+        logger.warning("train.init: %s was trained on writers named like %d of this corpus's (%s...): if they are the same "
+                       "people, the test folds are not independent of it", init, len(shared), ", ".join(sorted(shared)[:3]))
+    return init
 
 
 def write_fold_training(table: pd.DataFrame, train_writers: Sequence[str], fold_dir: Path) -> Path:

@@ -203,6 +203,8 @@ def test_a_recurrent_encoder_gives_every_frame_the_whole_signature_and_ignores_p
     enc.set_input_stats(torch.zeros(8), torch.ones(8))
     _save(tmp_path / "model.pt", enc)
     torch.testing.assert_close(load_checkpoint(tmp_path / "model.pt").encoder(x, lengths), enc(x, lengths))
+    wide = TDNNConfig.from_preset("modern", 8, recurrent=48, embedding_dim=0)  # no projection: the GRU's outputs are the frames
+    assert wide.frame_dim == wide.pooled_dim == 48 and TDNN(wide.member).eval()(x, lengths).shape == (len(seqs), wide.segments * 48)
     with pytest.raises(ConfigError, match="even integer"):
         TDNNConfig.from_preset("modern", 8, recurrent=33)
     with pytest.raises(ConfigError, match="'frames' pooling"):

@@ -37,16 +37,23 @@ def test_a_fold_trained_alone_is_the_experiments_fold_and_experiment_resume_keep
                  "--epochs", "2", *SMALL_TRAIN]) == 2
     assert "train.epochs = 1 there, 2 now" in capsys.readouterr().err
     assert (out / "fold2" / "run" / "model.pt").read_bytes() == model
+    # an ensemble (the default's two members) trains too, and its summary names the members
+    assert mod.main(["--data", str(SAMPLE), "--out", str(tmp_path / "ens"), "--fold", "1", "--folds", "2", "--set", "train.epochs=1",
+                     *SMALL_TRAIN, "--set", "model.members=2"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("fold 1: an ensemble of 2, members' kept epochs 1, 1, validation skilled EER ") and "(members " in line
+    assert load_checkpoint(tmp_path / "ens" / "fold1" / "run" / "model.pt").encoder.cfg.members == 2
 
 
-def test_the_script_reports_bad_input_without_a_traceback(tmp_path, capsys):
+def test_the_script_reports_bad_input_without_a_traceback(tmp_path, capsys, sample_model):
     mod = load_script("train_fold")
     threads = torch.get_num_threads()
     try:
         for args, message in [(["--fold", "3", "--folds", "2"], "--fold must be between 1 and --folds (2), got 3"),
                               (["--fold", "1", "--folds", "13"], "--folds must be between 2 and the number of writers (12), got 13"),
                               (["--fold", "1", "--set", "train.nonsense=1"], "unknown TrainConfig key(s): nonsense"),
-                              (["--fold", "1", "--threads", "0"], "--threads must be at least 1")]:
+                              (["--fold", "1", "--threads", "0"], "--threads must be at least 1"),
+                              (["--fold", "1", "--set", f"train.init={sample_model}"], "was trained on this corpus, so every fold's test writers")]:
             assert mod.main(["--data", str(SAMPLE), "--out", str(tmp_path / "x"), *args]) == 2
             err = capsys.readouterr().err
             assert message in err and "Traceback" not in err
