@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from tdnn_siamese import datasets
-from tdnn_siamese.experiment import initial_model, write_fold_training
+from tdnn_siamese.experiment import initial_model, write_fold_training, writer_splits
 from tdnn_siamese.train import RunConfig, apply_sets, train
 
 
@@ -33,13 +33,11 @@ def train_fold(data: str | Path, out: str | Path, fold: int, folds: int, seed: i
     """Train fold ``fold`` of ``folds`` (1-based) into ``out/foldN/run``; the model file's path."""
     cfg = RunConfig.from_sections(apply_sets({}, [f"train.seed={seed}", *sets]))
     table = datasets.load(data)
-    names = datasets.writers(table)
-    if not 2 <= folds <= len(names):
-        raise ValueError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
+    splits = writer_splits(datasets.writers(table), folds, seed)
     if not 1 <= fold <= folds:
         raise ValueError(f"--fold must be between 1 and --folds ({folds}), got {fold}")
     initial_model(cfg, table)  # as experiment: a train.init model trained on this corpus is refused
-    train_w, _ = list(datasets.writer_folds(names, folds, seed))[fold - 1]
+    train_w, _ = splits[fold - 1]
     fold_dir = Path(out) / f"fold{fold}"
     manifest = write_fold_training(table, train_w, fold_dir)
     return train(manifest.parent, fold_dir / "run", cfg, resume=resume)

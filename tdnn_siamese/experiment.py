@@ -62,13 +62,12 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
     out = Path(out)
     table = datasets.load(data)
     names = datasets.writers(table)
-    if not 2 <= folds <= len(names):
-        raise ProtocolError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
+    splits = writer_splits(names, folds, seed)
     run_config = run_config or RunConfig.from_sections({})
     init = initial_model(run_config, table) if method != "dtw" else ""
     init_sha256 = file_sha256(init) if init else ""
     parts: dict[int, list[pd.DataFrame]] = {k: [] for k in ks}
-    for f, (train_w, test_w) in enumerate(datasets.writer_folds(names, folds, seed), start=1):
+    for f, (train_w, test_w) in enumerate(splits, start=1):
         fold_dir = out / f"fold{f}"
         done = {k: fold_dir / (f"fusion-S{k:02d}.csv" if method == "fusion" else f"scores-S{k:02d}.csv") for k in ks}
         if progress:
@@ -143,6 +142,14 @@ def run_experiment(data: str | Path, out: str | Path, *, method: str, folds: int
         rep["within_fold_global_mean"] = fold_means(pooled)
         results[k] = (pooled, rep)
     return results
+
+
+def writer_splits(names: Sequence[str], folds: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """The seeded writer-disjoint folds as (training writers, test writers) per fold, fold 1 first; `ProtocolError`
+    unless 2 <= ``folds`` <= the number of writers."""
+    if not 2 <= folds <= len(names):
+        raise ProtocolError(f"--folds must be between 2 and the number of writers ({len(names)}), got {folds}")
+    return datasets.writer_folds(names, folds, seed)
 
 
 def initial_model(run_config, table: pd.DataFrame) -> str:
