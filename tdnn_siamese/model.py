@@ -41,6 +41,12 @@ steps is pooled separately and the S vectors are concatenated, so the
 embedding keeps the coarse temporal order (a uniform time alignment, the
 cheap cousin of DTW's).
 
+With ``input_skip`` (off by default) each frame's projection also reads
+the mean of its steps' standardised input features: a linear path from
+the time functions to the frames beside the convolutions, so the learned
+frames can keep what a DTW on the raw time functions sees (README,
+"Ablation", (bb)).
+
 With ``recurrent = R > 0`` (off by default) a bidirectional GRU runs over
 each signature's own frames (packed: padding never reaches it) before
 their projection, DsDTW's CNN-GRU (Jiang et al., IEEE TIFS 2022), so every
@@ -125,6 +131,8 @@ class TDNNConfig(StrictConfig):
     #   trained apart; their frame sequences side by side in the embedding, each aligned on its own (Distance.members)
     recurrent: int = 0  # "frames" only: > 0 = a bidirectional GRU of this many outputs (half per direction) over each
     #   signature's frames before they are projected: every frame then sees the whole signature (DsDTW's CNN-GRU); 0: none
+    input_skip: bool = False  # "frames" only: each frame's projection also takes the mean of its steps' standardised
+    #   input features (a linear path from the time functions to the frames, beside the convolutions); False: none
 
     def validate(self) -> None:
         n = len(self.channels)
@@ -151,6 +159,9 @@ class TDNNConfig(StrictConfig):
             raise ConfigError(f"recurrent must be an even integer >= 0 (half of it per direction), got {self.recurrent!r}")
         if self.recurrent and self.pooling != "frames":
             raise ConfigError(f"recurrent is a setting of the 'frames' pooling, not of {self.pooling!r}")
+        if self.input_skip and (self.pooling != "frames" or self.padding != "same" or set(self.strides) != {1}):
+            raise ConfigError("input_skip is a setting of the 'frames' pooling with 'same' padding and strides of 1 "
+                              "(the input's steps must be the encoder's)")
         if self.members > 1 and self.pooling != "frames":
             raise ConfigError(f"an ensemble (members > 1) is made of 'frames' encoders, not of {self.pooling!r} ones")
 
@@ -184,7 +195,7 @@ class TDNNConfig(StrictConfig):
     def pooled_dim(self) -> int:
         """Width of the pooled vector the projection takes (of each frame, for ``frames``)."""
         if self.pooling == "frames":
-            return self.recurrent or self.channels[-1]
+            return (self.recurrent or self.channels[-1]) + (self.n_features if self.input_skip else 0)
         return self.channels[-1] * (2 if self.pooling == "stats" else 1) * self.segments
 
     @property
@@ -264,6 +275,7 @@ class TDNN(nn.Module):
             raise ValueError(f"a sequence of {int(lengths.min())} steps is shorter than the {self.cfg.min_length} this encoder needs")
         padded = bool((lengths < T).any())  # without padding the masks are all ones: skip them
         h = ((x - self.feat_mean) / self.feat_std).transpose(1, 2).contiguous()  # (B, F, T)
+        inputs = h
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if padded:
                 h = h * (torch.arange(h.shape[-1], device=x.device)[None, :] < lengths[:, None]).to(h.dtype)[:, None, :]
@@ -280,6 +292,8 @@ class TDNN(nn.Module):
             if self.rnn is not None:  # over each signature's own frames only, so padding never reaches the backward pass
                 packed = nn.utils.rnn.pack_padded_sequence(pooled, counts.cpu(), batch_first=True, enforce_sorted=False)
                 pooled = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=n)[0]
+            if self.cfg.input_skip:  # the same steps' standardised inputs (same padding, stride 1: the encoder's steps)
+                pooled = torch.cat([pooled, torch.einsum("bft,bst->bsf", inputs, w)], dim=-1)
             frames = F.normalize(self.proj(pooled), dim=-1)
             if self.cfg.frame_steps:  # frames past a signature's own count are zero: DTW reads its length from them
                 frames = frames * (torch.arange(n, device=x.device)[None, :] < counts[:, None]).to(h.dtype)[..., None]

@@ -3,6 +3,7 @@ import io
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.distances import Distance, to_score
@@ -209,6 +210,36 @@ def test_a_recurrent_encoder_gives_every_frame_the_whole_signature_and_ignores_p
         TDNNConfig.from_preset("modern", 8, recurrent=33)
     with pytest.raises(ConfigError, match="'frames' pooling"):
         TDNNConfig.from_preset("modern", 8, recurrent=32, pooling="stats")
+
+
+def test_an_input_skip_projects_each_frames_mean_input_beside_the_convolutions(tmp_path):
+    """``input_skip``: each frame's projection also reads the mean of its own steps' standardised inputs. With the
+    convolutions' columns of the projection zeroed, a frame is exactly the projected, unit-length mean of its steps'
+    inputs; padding changes nothing, the file round-trips, and it needs the encoder's steps to be the input's."""
+    torch.manual_seed(0)
+    enc = TDNN(TDNNConfig.from_preset("modern", 8, input_skip=True).member).eval()
+    assert enc.cfg.pooled_dim == 128 + 8 and enc.proj.in_features == 136
+    mean, std = torch.randn(8), torch.rand(8) + 0.5
+    enc.set_input_stats(mean, std)
+    seqs = [torch.randn(n, 8) for n in (90, 13, 41)]
+    x, lengths = pad_batch(seqs)
+    x = x + (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None]) * 7.0  # garbage past the end
+    alone = torch.cat([enc(s[None], torch.tensor([len(s)])) for s in seqs])
+    torch.testing.assert_close(enc(x, lengths), alone, rtol=1e-5, atol=1e-5)
+    _save(tmp_path / "model.pt", enc)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "model.pt").encoder(x, lengths), enc(x, lengths))
+    with torch.no_grad():
+        enc.proj.weight[:, :128] = 0.0
+    s = seqs[1]  # 13 steps: ceil(13 / 4) = 4 frames, equal stretches (step t in frame floor(4t / 13))
+    frames = enc(s[None])[0].reshape(-1, 32)[:4]
+    z = (s - mean) / std
+    want = torch.stack([z[a:b].mean(0) for a, b in ((0, 4), (4, 7), (7, 10), (10, 13))]) @ enc.proj.weight[:, 128:].T
+    torch.testing.assert_close(frames, F.normalize(want + enc.proj.bias, dim=-1), rtol=1e-5, atol=1e-6)
+    plain = TDNN(TDNNConfig.from_preset("modern", 8).member)
+    assert plain.cfg.pooled_dim == 128 and not plain.cfg.input_skip  # off by default: files without the key read as before
+    for bad in (dict(pooling="stats"), dict(strides=(1, 2, 1, 1, 1))):
+        with pytest.raises(ConfigError, match="input_skip"):
+            TDNNConfig.from_preset("modern", 8, input_skip=True, **bad)
 
 
 def test_checkpoint_round_trip_is_self_contained(tmp_path):
