@@ -45,7 +45,7 @@ With ``input_skip`` (off by default) each frame's projection also reads
 the mean of its steps' standardised input features: a linear path from
 the time functions to the frames beside the convolutions, so the learned
 frames can keep what a DTW on the raw time functions sees (README,
-"Ablation", (bb)).
+"Ablation", (bc)).
 
 With ``recurrent = R > 0`` (off by default) a bidirectional GRU runs over
 each signature's own frames (packed: padding never reaches it) before
