@@ -46,6 +46,16 @@ def _classes(scores: pd.DataFrame):
             yield kind, g, i
 
 
+def _legend_or_note(ax, curves: bool, **legend: object) -> None:
+    """The legend of the curves, or, when the scores hold no genuine trials or no forgeries, a note saying so
+    (an empty plot with no word would pass for a plotting failure)."""
+    if curves:
+        ax.legend(**legend)
+    else:
+        ax.text(0.5, 0.5, "nothing to plot: the scores need genuine trials and forgeries",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9)
+
+
 def plot_far_frr(scores: pd.DataFrame, path: str | Path, title: str = "") -> None:
     """FAR (skilled, random) and FRR against the threshold, the EER points marked."""
     plt = _figure()
@@ -64,7 +74,7 @@ def plot_far_frr(scores: pd.DataFrame, path: str | Path, title: str = "") -> Non
     ax.set_ylabel("error rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_or_note(ax, bool(classes), fontsize=8)
     ax.set_title(f"FAR and FRR {title}".strip())
     _save(fig, path)
     plt.close(fig)
@@ -75,7 +85,8 @@ def plot_det(scores: pd.DataFrame, path: str | Path, title: str = "") -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     lo, hi = ndtri(DET_TICKS[0]), ndtri(DET_TICKS[-1])
-    for kind, g, i in _classes(scores):
+    classes = list(_classes(scores))
+    for kind, g, i in classes:
         _, far, frr = far_frr(g, i)
         clip = lambda p: ndtri(np.clip(p, DET_TICKS[0] / 2, 1 - DET_TICKS[0] / 2))  # noqa: E731 - 0 and 1 are at infinity
         e, _ = eer(g, i)
@@ -91,7 +102,7 @@ def plot_det(scores: pd.DataFrame, path: str | Path, title: str = "") -> None:
     ax.set_xlabel("false accept rate (%)")
     ax.set_ylabel("false reject rate (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    _legend_or_note(ax, bool(classes), fontsize=8, loc="upper right")
     ax.set_title(f"DET {title}".strip())
     _save(fig, path)
     plt.close(fig)
