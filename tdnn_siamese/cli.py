@@ -303,7 +303,7 @@ def _fresh_out(out: Path) -> None:
 
 
 def _print_table(rep: dict) -> None:
-    from .evaluate import IMPOSTOR_KINDS
+    from .evaluate import IMPOSTOR_KINDS, missing_reason
 
     pct = lambda x: "n/a" if x is None else f"{100 * x:6.2f}%"  # noqa: E731
     print(f"{rep.get('method', '')} {rep.get('protocol', '')}: {rep['n_writers']} writers, "
@@ -312,7 +312,7 @@ def _print_table(rep: dict) -> None:
     for kind in IMPOSTOR_KINDS:
         r = rep["results"].get(kind)
         if r is None:
-            print(f"{kind:<10} {'n/a (no ' + kind + ' trials)':>11}")
+            print(f"{kind:<10} {'n/a (' + missing_reason(rep, kind) + ')':>11}")
             continue
         g, cal = r["global"], r.get("calibrated")
         print(f"{kind:<10} {pct(g['eer']):>11} {pct(r['writer_specific']['eer']):>11} {pct(g['frr_at_far_1']):>10} "

@@ -182,6 +182,14 @@ def report(scores: pd.DataFrame, meta: dict[str, Any] | None = None) -> dict[str
     return out
 
 
+def missing_reason(rep: dict[str, Any], kind: str) -> str:
+    """Why ``rep`` has no figures for impostor ``kind``: no trials of that kind, or no genuine trials to weigh them
+    against (a protocol of k references leaves none when no writer has more than k genuine signatures)."""
+    counts = rep["trials_per_draw"]
+    missing = [k for k in ("genuine", kind) if not counts.get(k)]
+    return f"no {' and no '.join(missing)} trials" if missing else f"no {kind} figures"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.2f}%"
 
@@ -205,7 +213,7 @@ def markdown(rep: dict[str, Any]) -> str:
     for kind in IMPOSTOR_KINDS:
         r = rep["results"].get(kind)
         if r is None:
-            lines.append(f"| {kind} | n/a (no {kind} trials) | | | | | |")
+            lines.append(f"| {kind} | n/a ({missing_reason(rep, kind)}) | | | | | |")
             continue
         g, ws = r["global"], r["writer_specific"]
         cal = r.get("calibrated")

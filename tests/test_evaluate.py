@@ -322,3 +322,24 @@ def test_a_repeated_draw_is_scored_once_and_copied():
     distinct = {(w, tuple(p.references[w])) for p in drawn for w in p.references}
     scores = score_protocols(Counting(), table, drawn)
     assert Counting.calls == len(distinct) > n_writers and len(scores) == sum(len(p.trials) for p in drawn)
+
+
+def test_a_report_without_genuine_trials_says_so_rather_than_that_forgeries_are_missing(capsys):
+    """S10 on writers with exactly 10 genuine signatures leaves no genuine query: the report and the printed table
+    name the missing genuine trials (they said 'no skilled trials' while 72 skilled trials were there)."""
+    from tdnn_siamese.cli import _print_table
+    from tdnn_siamese.evaluate import markdown
+
+    only_forgeries = pd.DataFrame({"writer": ["a", "a", "b"], "query": [1, 2, 3], "kind": ["skilled", "random", "skilled"],
+                                   "score": [0.1, 0.2, 0.3]})
+    rep = report(only_forgeries, {"method": "dtw", "protocol": "S10"})
+    assert rep["results"].get("skilled") is None and rep["trials_per_draw"]["skilled"] == 2
+    md = markdown(rep)
+    assert "| skilled | n/a (no genuine trials) |" in md and "| random | n/a (no genuine trials) |" in md
+    _print_table(rep)
+    printed = capsys.readouterr().out
+    assert "n/a (no genuine trials)" in printed and "no skilled trials" not in printed
+    no_random = pd.DataFrame({"writer": ["a", "a", "b", "b"], "query": [1, 2, 3, 4], "kind": ["genuine", "skilled"] * 2,
+                              "score": [0.9, 0.1, 0.8, 0.2]})
+    md = markdown(report(no_random, {"method": "dtw", "protocol": "S05"}))
+    assert "| random | n/a (no random trials) |" in md and "| skilled | n/a" not in md
