@@ -120,6 +120,9 @@ def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = N
             if warn:
                 logger.warning("writer %s has %d genuine signatures, fewer than k=%d: left out of the protocol", w, len(order), k)
             continue
+        if len(order) == k and warn:
+            logger.warning("writer %s has %d genuine signatures, all of them references for k=%d: it has no genuine "
+                           "query, so its forgeries cannot be weighed against its genuine signatures", w, k, k)
         if rng is not None:
             n = _pool_size(sessions, k, pool)
             pick = set(rng.choice(n, size=k, replace=False).tolist())

@@ -112,6 +112,16 @@ def test_a_writer_left_out_is_logged_once_however_many_draws(caplog):
     assert len(said) == 1 and said[0].levelname == "WARNING"
 
 
+def test_a_writer_with_exactly_k_genuine_signatures_is_said_to_have_no_genuine_query(caplog):
+    with caplog.at_level("WARNING", logger="tdnn_siamese.protocols"):
+        p = sk_protocols(table(), 3, draws=4, seed=0)[0]
+    assert set(p.references) == {"A", "B", "C"} and not ((p.trials.writer == "C") & (p.trials.kind == "genuine")).any()
+    said = [r.getMessage() for r in caplog.records if "writer C" in r.getMessage()]
+    assert said == ["writer C has 3 genuine signatures, all of them references for k=3: it has no genuine query, "
+                    "so its forgeries cannot be weighed against its genuine signatures"]
+    assert not [r for r in caplog.records if "writer A" in r.getMessage() or "writer B" in r.getMessage()]
+
+
 def test_protocol_errors():
     with pytest.raises(ProtocolError, match="no writer has 7 genuine signatures"):
         sk_protocol(table(), 7)
