@@ -138,13 +138,15 @@ def sk_protocol(table: pd.DataFrame, k: int, rng: np.random.Generator | None = N
     return Protocol(k=k, references=refs, trials=pd.DataFrame(rows, columns=["writer", "query", "kind"]), draw=draw)
 
 
-def sk_protocols(table: pd.DataFrame, k: int, draws: int = 1, seed: int = 0, pool: str = "sessions") -> list[Protocol]:
-    """S_k once (first k references), or ``draws`` times with seeded random references (from ``pool``, see :func:`sk_protocol`)."""
+def sk_protocols(table: pd.DataFrame, k: int, draws: int = 1, seed: int = 0, pool: str = "sessions",
+                 warn: bool = True) -> list[Protocol]:
+    """S_k once (first k references), or ``draws`` times with seeded random references (from ``pool``, see :func:`sk_protocol`).
+    ``warn``: log the writers left out or without a genuine query (once, whatever the draws)."""
     if draws < 1:
         raise ProtocolError(f"draws must be at least 1, got {draws}")
     if draws == 1:
-        return [sk_protocol(table, k)]
-    return [sk_protocol(table, k, np.random.default_rng([seed, d]), d, warn=d == 0, pool=pool) for d in range(draws)]
+        return [sk_protocol(table, k, warn=warn)]
+    return [sk_protocol(table, k, np.random.default_rng([seed, d]), d, warn=warn and d == 0, pool=pool) for d in range(draws)]
 
 
 def parse_protocol(name: str) -> int:

@@ -482,12 +482,13 @@ def validate(encoder: TDNN | TDNNEnsemble, prep: Prepared, cfg: RunConfig, warn:
     too often: README, "Ablation", (oo)); its threshold is the EER threshold of its scores
     pooled over draws. Every usable strategy's scores, pooled over draws, are the model's
     calibration scores, so that any of them can be asked for at verification. ``warn``: log
-    when the listed strategies need more references than the validation writers have.
+    when the listed strategies need more references than the validation writers have, and the validation writers
+    the protocol leaves out or leaves without a genuine query (training asks at its first epoch only).
     """
     val_table = prep.table.iloc[prep.val_rows].reset_index(drop=True)
     emb = embed_all(encoder, [prep.seqs[i] for i in prep.val_rows])
     k = fitting_k(val_table, cfg.train.val_k)
-    protos = sk_protocols(val_table, k, cfg.train.val_draws, cfg.train.seed, cfg.train.val_draw_pool)
+    protos = sk_protocols(val_table, k, cfg.train.val_draws, cfg.train.seed, cfg.train.val_draw_pool, warn=warn)
     dist = Distance.for_encoder(cfg.train.distance, cfg.model.frame_dim, cfg.model.members)
     usable = [s for s in usable_strategies(dist.kind) if MIN_REFERENCES[s] <= k]  # all scored: the model's calibration
     listed = cfg.train.val_strategies or usable

@@ -120,6 +120,10 @@ def test_a_writer_with_exactly_k_genuine_signatures_is_said_to_have_no_genuine_q
     assert said == ["writer C has 3 genuine signatures, all of them references for k=3: it has no genuine query, "
                     "so its forgeries cannot be weighed against its genuine signatures"]
     assert not [r for r in caplog.records if "writer A" in r.getMessage() or "writer B" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tdnn_siamese.protocols"):  # training's validation after its first epoch
+        quiet = sk_protocols(table(), 3, draws=4, seed=0, warn=False) + sk_protocols(table(), 4, warn=False)
+    assert not caplog.records and set(quiet[0].references) == {"A", "B", "C"} and set(quiet[-1].references) == {"A", "B"}
 
 
 def test_protocol_errors():
