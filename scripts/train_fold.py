@@ -31,11 +31,11 @@ from tdnn_siamese.train import RunConfig, apply_sets, train
 
 def train_fold(data: str | Path, out: str | Path, fold: int, folds: int, seed: int, sets: list[str], resume: bool = False) -> Path:
     """Train fold ``fold`` of ``folds`` (1-based) into ``out/foldN/run``; the model file's path."""
+    if not 1 <= fold <= folds:  # before the corpus is read
+        raise ValueError(f"--fold must be between 1 and --folds ({folds}), got {fold}")
     cfg = RunConfig.from_sections(apply_sets({}, [f"train.seed={seed}", *sets]))
     table = datasets.load(data)
     splits = writer_splits(datasets.writers(table), folds, seed)
-    if not 1 <= fold <= folds:
-        raise ValueError(f"--fold must be between 1 and --folds ({folds}), got {fold}")
     initial_model(cfg, table)  # as experiment: a train.init model trained on this corpus is refused
     train_w, _ = splits[fold - 1]
     fold_dir = Path(out) / f"fold{fold}"

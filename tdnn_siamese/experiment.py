@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,9 @@ from .atomic import atomic_write_json, atomic_write_text
 from .dtw import DTWConfig, DTWVerifier
 from .evaluate import EvaluationError, fold_means, report, score_protocols
 from .protocols import ProtocolError, draws_text, fitting_k, sk_protocols
+
+if TYPE_CHECKING:
+    from .train import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ def writer_splits(names: Sequence[str], folds: int, seed: int) -> list[tuple[lis
     return datasets.writer_folds(names, folds, seed)
 
 
-def initial_model(run_config, table: pd.DataFrame) -> str:
+def initial_model(run_config: RunConfig, table: pd.DataFrame) -> str:
     """The model file the folds' training starts from (``train.init``; ``""``: random weights), refused
     (`ProtocolError`) when it was trained on this corpus: every fold's test writers would have reached training."""
     from .model import CheckpointError, load_checkpoint
