@@ -26,7 +26,7 @@ import torch
 
 from tdnn_siamese import datasets
 from tdnn_siamese.experiment import initial_model, write_fold_training, writer_splits
-from tdnn_siamese.train import RunConfig, apply_sets, train
+from tdnn_siamese.train import RunConfig, apply_sets, summarise_metrics, train
 
 
 def train_fold(data: str | Path, out: str | Path, fold: int, folds: int, seed: int, sets: list[str], resume: bool = False) -> Path:
@@ -41,19 +41,6 @@ def train_fold(data: str | Path, out: str | Path, fold: int, folds: int, seed: i
     fold_dir = Path(out) / f"fold{fold}"
     manifest = write_fold_training(table, train_w, fold_dir)
     return train(manifest.parent, fold_dir / "run", cfg, resume=resume)
-
-
-def summary(run: Path) -> str:
-    """The kept epoch(s) and validation skilled EER of a finished run, from its ``metrics.csv`` (one encoder's epochs,
-    or an ensemble's members and then the ensemble)."""
-    rows = pd.read_csv(run / "metrics.csv")
-    if "member" in rows.columns:
-        members, ens = rows.iloc[:-1], rows.iloc[-1]
-        return (f"an ensemble of {len(members)}, members' kept epochs {', '.join(str(int(e)) for e in members['kept_epoch'])}, "
-                f"validation skilled EER {100 * ens['val_eer_skilled']:.2f}% (members "
-                f"{', '.join(f'{100 * x:.2f}%' for x in members['val_eer_skilled'])})")
-    kept = rows[rows["best"]].iloc[-1]
-    return f"kept epoch {int(kept['epoch'])} of {int(rows['epoch'].max())}, validation skilled EER {100 * kept['val_eer_skilled']:.2f}%"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # the toolkit's input, config and checkpoint errors are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"fold {args.fold}: {summary(model.parent)}; model: {model}")
+    print(f"fold {args.fold}: {summarise_metrics(pd.read_csv(model.parent / 'metrics.csv'))}; model: {model}")
     return 0
 
 

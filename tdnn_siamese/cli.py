@@ -190,7 +190,7 @@ def _run_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .train import RunConfig, train
+    from .train import RunConfig, summarise_metrics, train
 
     out = Path(args.out)
     if args.resume:
@@ -209,19 +209,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _run_config(args)
     t = time.perf_counter()
     model_path = train(args.data, out, cfg, resume=args.resume, progress=Progress())
-    metrics = pd.read_csv(out / "metrics.csv")
+    what = f"{cfg.model.preset} TDNNs" if cfg.model.members > 1 else f"a {cfg.model.preset} TDNN"
+    print(f"trained {what} in {time.perf_counter() - t:.0f} s; {summarise_metrics(pd.read_csv(out / 'metrics.csv'))}")
     if cfg.model.members > 1:
-        members, ens = metrics.iloc[:-1], metrics.iloc[-1]
-        print(f"trained an ensemble of {len(members)} {cfg.model.preset} TDNNs in {time.perf_counter() - t:.0f} s "
-              f"(kept epochs {', '.join(str(int(e)) for e in members['kept_epoch'])}): validation EER skilled "
-              f"{100 * ens['val_eer_skilled']:.2f}% ({ens['strategy']}; members "
-              f"{', '.join(f'{100 * x:.2f}%' for x in members['val_eer_skilled'])})")
         print(f"model: {model_path}\nmetrics: {out / 'metrics.csv'} (members' curves: {out / 'members'})")
         return EXIT_OK
-    best = metrics[metrics["best"]].iloc[-1]
-    print(f"trained {cfg.model.preset} TDNN for {len(metrics)} epoch(s) in {time.perf_counter() - t:.0f} s; "
-          f"best epoch {int(best['epoch'])}: validation EER skilled {100 * best['val_eer_skilled']:.2f}%, "
-          f"random {100 * best['val_eer_random']:.2f}%")
     print(f"model: {model_path}\nmetrics: {out / 'metrics.csv'}")
     return EXIT_OK
 

@@ -583,6 +583,19 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def summarise_metrics(metrics: pd.DataFrame) -> str:
+    """One line on a finished run from its ``metrics.csv``: the kept epoch and its validation EERs, or an ensemble's
+    members' kept epochs, its validation skilled EER and strategy, and each member's (``train`` and the fold script)."""
+    if "member" in metrics.columns:  # an ensemble: a row per member, then the ensemble's
+        members, ens = metrics.iloc[:-1], metrics.iloc[-1]
+        return (f"an ensemble of {len(members)}, members' kept epochs {', '.join(str(int(e)) for e in members['kept_epoch'])}: "
+                f"validation EER skilled {100 * ens['val_eer_skilled']:.2f}% ({ens['strategy']}; members "
+                f"{', '.join(f'{100 * x:.2f}%' for x in members['val_eer_skilled'])})")
+    kept = metrics[metrics["best"]].iloc[-1]
+    return (f"kept epoch {int(kept['epoch'])} of {int(metrics['epoch'].max())}: validation EER skilled "
+            f"{100 * kept['val_eer_skilled']:.2f}%, random {100 * kept['val_eer_random']:.2f}% ({kept['strategy']})")
+
+
 def file_sha256(path: str) -> str:
     """SHA-256 of a file (a run's init file, hashed when training starts and kept in its state)."""
     import hashlib

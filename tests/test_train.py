@@ -57,6 +57,21 @@ def test_train_default_settings_on_the_sample(tmp_path, capsys):
     assert "validation EER" in capsys.readouterr().out
 
 
+def test_the_summary_reads_the_kept_epoch_and_the_ensembles_own_row():
+    """`summarise_metrics` (printed by `train` and scripts/train_fold.py): the last epoch marked best, not the last
+    epoch run; an ensemble's figures from its own row, the members' from theirs."""
+    one = pd.DataFrame({"epoch": [0, 1, 2, 3], "train_loss": [np.nan, 0.3, 0.2, 0.1],
+                        "val_eer_skilled": [0.2, 0.05, 0.0412, 0.09], "val_eer_random": [0.1, 0.0, 0.0125, 0.0],
+                        "strategy": ["mean", "mean", "nearest_offset", "mean"], "seconds": [1.0] * 4,
+                        "best": [False, True, True, False]})
+    assert train_module.summarise_metrics(one) == ("kept epoch 2 of 3: validation EER skilled 4.12%, random 1.25% "
+                                                   "(nearest_offset)")
+    ens = pd.DataFrame({"member": ["0", "1", "ensemble"], "kept_epoch": [3, 7, np.nan], "epochs_run": [13, 17, np.nan],
+                        "val_eer_skilled": [0.0453, 0.0481, 0.0416], "strategy": ["mean_offset", "nearest_offset", "mean_offset"]})
+    assert train_module.summarise_metrics(ens) == ("an ensemble of 2, members' kept epochs 3, 7: validation EER skilled 4.16% "
+                                                   "(mean_offset; members 4.53%, 4.81%)")
+
+
 def test_another_seed_gives_other_weights(tmp_path):
     for run, seed in (("a", "1"), ("b", "2")):
         assert main(["train", "--data", str(SAMPLE), "--out", str(tmp_path / run), "--epochs", "1", "--seed", seed, *SMALL]) == 0

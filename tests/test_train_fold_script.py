@@ -17,7 +17,7 @@ def test_a_fold_trained_alone_is_the_experiments_fold_and_experiment_resume_keep
     out = tmp_path / "x"
     assert mod.main(["--data", str(SAMPLE), "--out", str(out), "--fold", "2", "--folds", "2", "--set", "train.epochs=1", *SMALL_TRAIN]) == 0
     line = capsys.readouterr().out
-    assert line.startswith("fold 2: kept epoch 1 of 1, validation skilled EER ") and str(out / "fold2" / "run" / "model.pt") in line
+    assert line.startswith("fold 2: kept epoch 1 of 1: validation EER skilled ") and str(out / "fold2" / "run" / "model.pt") in line
     _, test_w = list(datasets.writer_folds(datasets.writers(datasets.load(SAMPLE)), 2, 0))[1]
     prov = load_checkpoint(out / "fold2" / "run" / "model.pt").provenance
     assert not set(test_w) & (set(prov["train_writers"]) | set(prov["val_writers"]))  # the fold's test writers stay out
@@ -41,7 +41,7 @@ def test_a_fold_trained_alone_is_the_experiments_fold_and_experiment_resume_keep
     assert mod.main(["--data", str(SAMPLE), "--out", str(tmp_path / "ens"), "--fold", "1", "--folds", "2", "--set", "train.epochs=1",
                      *SMALL_TRAIN, "--set", "model.members=2"]) == 0
     line = capsys.readouterr().out
-    assert line.startswith("fold 1: an ensemble of 2, members' kept epochs 1, 1, validation skilled EER ") and "(members " in line
+    assert line.startswith("fold 1: an ensemble of 2, members' kept epochs 1, 1: validation EER skilled ") and "; members " in line
     assert load_checkpoint(tmp_path / "ens" / "fold1" / "run" / "model.pt").encoder.cfg.members == 2
 
 
