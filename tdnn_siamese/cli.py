@@ -211,10 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_path = train(args.data, out, cfg, resume=args.resume, progress=Progress())
     what = f"{cfg.model.preset} TDNNs" if cfg.model.members > 1 else f"a {cfg.model.preset} TDNN"
     print(f"trained {what} in {time.perf_counter() - t:.0f} s; {summarise_metrics(pd.read_csv(out / 'metrics.csv'))}")
-    if cfg.model.members > 1:
-        print(f"model: {model_path}\nmetrics: {out / 'metrics.csv'} (members' curves: {out / 'members'})")
-        return EXIT_OK
-    print(f"model: {model_path}\nmetrics: {out / 'metrics.csv'}")
+    curves = f" (members' curves: {out / 'members'})" if cfg.model.members > 1 else ""
+    print(f"model: {model_path}\nmetrics: {out / 'metrics.csv'}{curves}")
     return EXIT_OK
 
 
