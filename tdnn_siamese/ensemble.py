@@ -41,7 +41,7 @@ import torch
 
 from .atomic import atomic_write_json, atomic_write_text
 from .config import ConfigError
-from .model import TDNNEnsemble, load_checkpoint, save_checkpoint
+from .model import Checkpoint, TDNNEnsemble, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:  # train imports this module: only the type checker reads this import
     from .train import RunConfig
@@ -89,13 +89,14 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: RunConf
     if failures:
         raise ConfigError("; ".join(failures))
     members = [load_checkpoint(d / "model.pt") for d in dirs]
+    init_sha256 = _members_init(members, dirs)
     ensemble = TDNNEnsemble.of([ck.encoder for ck in members]).eval()
     val = validate(ensemble, prep, cfg)
     rows = [{"member": m, "kept_epoch": ck.provenance["best_epoch"], "epochs_run": ck.provenance["epochs_run"],
              "val_eer_skilled": round(_kept_eer(d), 6), "strategy": ck.scoring} for m, (ck, d) in enumerate(zip(members, dirs))]
     rows.append({"member": "ensemble", "kept_epoch": "", "epochs_run": "", "val_eer_skilled": round(val.eer_skilled, 6),
                  "strategy": val.strategy})
-    info = provenance(prep, cfg, data, max(r["epochs_run"] for r in rows[:-1]), max(r["kept_epoch"] for r in rows[:-1]))
+    info = provenance(prep, cfg, data, max(r["epochs_run"] for r in rows[:-1]), max(r["kept_epoch"] for r in rows[:-1]), init_sha256)
     info["members"] = [{"folder": str(d), **{k: r[k] for k in ("kept_epoch", "epochs_run", "val_eer_skilled", "strategy")}}
                        for d, r in zip(dirs, rows)]
     save_checkpoint(model_path, ensemble, cfg.features, distance=cfg.train.distance, threshold=val.threshold, scoring=val.strategy,
@@ -108,6 +109,19 @@ def train_ensemble(data: str | os.PathLike, out: str | os.PathLike, cfg: RunConf
     logger.info("ensemble of %d: validation EER skilled %.2f%% (%s); members %s", len(rows) - 1, 100 * val.eer_skilled, val.strategy,
                 ", ".join(f"{100 * r['val_eer_skilled']:.2f}%" for r in rows[:-1]))
     return model_path
+
+
+def _members_init(members: list[Checkpoint], dirs: list[Path]) -> str:
+    """The SHA-256 of the model file every member started from (``train.init``; "" for random weights), which the
+    ensemble's provenance records as one model's does. Members that started from different files (the file behind
+    ``train.init`` rebuilt between their runs) make no honest ensemble: a ConfigError naming them."""
+    from .train import initial_weights
+
+    inits = [ck.provenance.get("init_sha256", "") for ck in members]
+    if len(set(inits)) > 1:
+        raise ConfigError("the ensemble's members started from different initial models (" + "; ".join(
+            f"{d} from {initial_weights(h)}" for d, h in zip(dirs, inits)) + "): remove the folder of the one to train again")
+    return inits[0]
 
 
 @contextlib.contextmanager

@@ -219,6 +219,7 @@ def _check_fold_init(fold_dir: Path, init_sha256: str) -> None:
     folds still to train: the settings can be equal while the file they name (``train.init = "synthetic"``, the
     shipped pre-training) was rebuilt in between."""
     from .model import CheckpointError, load_checkpoint
+    from .train import initial_weights
 
     path = fold_dir / "run" / "model.pt"
     if not path.is_file():
@@ -228,9 +229,8 @@ def _check_fold_init(fold_dir: Path, init_sha256: str) -> None:
     except CheckpointError as e:
         raise ProtocolError(f"{e}; remove {fold_dir} to train that fold again") from None
     if theirs != init_sha256:
-        what = lambda h: f"the file with SHA-256 {h[:12]}..." if h else "random weights"  # noqa: E731
-        raise ProtocolError(f"{fold_dir}: this fold started from {what(theirs)}, the folds to come would start from "
-                            f"{what(init_sha256)} (train.init); resume with the file it started from, or write to a new --out")
+        raise ProtocolError(f"{fold_dir}: this fold started from {initial_weights(theirs)}, the folds to come would start from "
+                            f"{initial_weights(init_sha256)} (train.init); resume with the file it started from, or write to a new --out")
 
 
 def fuse_fold(verifier, dtw, val: pd.DataFrame, test: pd.DataFrame, k: int, draws: int, seed: int,

@@ -606,6 +606,11 @@ def file_sha256(path: str) -> str:
         return f"unreadable: {e.strerror or e}"
 
 
+def initial_weights(init_sha256: str) -> str:
+    """What a run started from, in words: the init file by its SHA-256, or random weights ("")."""
+    return f"the file with SHA-256 {init_sha256[:12]}..." if init_sha256 else "random weights"
+
+
 def provenance(prep: Prepared, cfg: RunConfig, data: str | os.PathLike, epochs_run: int, best_epoch: int,
                init_sha256: str = "") -> dict[str, Any]:
     """Where a model came from: data fingerprint, writers, seed, versions, time."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,10 @@ import torch
 from tdnn_siamese.cli import main
 from tdnn_siamese.config import ConfigError
 from tdnn_siamese.ensemble import member_configs
+from tdnn_siamese.experiment import _check_fold_init
 from tdnn_siamese.model import TDNNEnsemble, load_checkpoint
-from tdnn_siamese.train import RunConfig, apply_sets, prepare, train, validate
+from tdnn_siamese.protocols import ProtocolError
+from tdnn_siamese.train import RunConfig, apply_sets, file_sha256, prepare, train, validate
 
 from .conftest import SAMPLE, SMALL_TRAIN
 
@@ -169,3 +172,28 @@ def test_a_member_whose_parent_died_before_it_started_exits_at_once(tmp_path):
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive and not (tmp_path / "started").exists()
+
+
+@pytest.mark.slow
+def test_an_ensemble_names_the_file_its_members_started_from_and_refuses_members_from_two(tmp_path):
+    """model.pt's provenance holds the SHA-256 of train.init's file, as one model's does (experiment --resume checks
+    a fold against it); members that started from different files (the file rebuilt between their runs) are refused."""
+    init = tmp_path / "init.pt"
+    shutil.copy(train(SAMPLE, tmp_path / "pre", _cfg("model.members=1", "train.epochs=1")), init)
+    cfg, ens = _cfg("model.members=2", "train.epochs=1", f"train.init={init}"), tmp_path / "x" / "fold1" / "run"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        sha = file_sha256(str(init))
+        assert load_checkpoint(train(SAMPLE, ens, cfg)).provenance["init_sha256"] == sha != ""
+        _check_fold_init(ens.parent, sha)  # the fold resumes with the file it started from
+        with pytest.raises(ProtocolError, match="started from the file with SHA-256 .* would start from random weights"):
+            _check_fold_init(ens.parent, "")
+        shutil.copy(ens / "members" / "m0" / "model.pt", init)  # the file rebuilt: other weights, same architecture
+        shutil.rmtree(ens / "members" / "m1")
+        with pytest.raises(ConfigError, match="members started from different initial models") as e:
+            train(SAMPLE, ens, cfg, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert f"{ens / 'members' / 'm0'} from the file with SHA-256 {sha[:12]}" in str(e.value)
+    assert load_checkpoint(ens / "model.pt").provenance["init_sha256"] == sha  # the ensemble saved before stays as it was
